@@ -1,0 +1,72 @@
+//! What the host provides that tests must control.
+//!
+//! The filter crates implement these traits with proxy-wasm calls; tests implement
+//! them with fixed values.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Wall-clock time as the host sees it.
+pub trait Clock {
+    /// The current time.
+    fn now(&self) -> SystemTime;
+
+    /// Milliseconds since the Unix epoch, 0 for a clock set before it.
+    fn now_millis(&self) -> u64 {
+        millis_since_epoch(self.now())
+    }
+}
+
+/// A source of random bytes.
+pub trait RandomSource {
+    /// Fills `buffer` with random bytes. Must not fail: an implementation whose
+    /// system source fails falls back to a weaker generator of its own.
+    fn fill(&mut self, buffer: &mut [u8]);
+}
+
+/// Milliseconds since the Unix epoch, 0 for a time before it, saturating far after.
+pub fn millis_since_epoch(time: SystemTime) -> u64 {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A clock that always says the same time, for tests.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub SystemTime);
+
+impl Clock for FixedClock {
+    fn now(&self) -> SystemTime {
+        self.0
+    }
+}
+
+/// A deterministic generator (SplitMix64), for tests and as a fallback where the
+/// host's random source fails. Not for secrets.
+#[derive(Debug, Clone)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    /// A generator that starts from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl RandomSource for SplitMix64 {
+    fn fill(&mut self, buffer: &mut [u8]) {
+        for chunk in buffer.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
