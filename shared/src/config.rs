@@ -65,9 +65,7 @@ fn strip_position(message: &str) -> String {
 pub fn check_header_name(path: &str, name: &str) -> Result<String, ConfigError> {
     let valid = !name.is_empty()
         && name.bytes().all(|byte| {
-            byte.is_ascii_lowercase()
-                || byte.is_ascii_digit()
-                || b"!#$%&'*+-.^_`|~".contains(&byte)
+            byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&byte)
         });
     if valid {
         Ok(name.to_string())
@@ -103,7 +101,10 @@ mod tests {
     fn unknown_field_is_refused_with_its_path() {
         let error = parse_json::<Outer>(br#"{"inner":[{"count":1},{"cout":2}]}"#).unwrap_err();
         assert_eq!(error.path(), "inner[1].cout");
-        assert!(error.to_string().contains("unknown field `cout`"), "{error}");
+        assert!(
+            error.to_string().contains("unknown field `cout`"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -194,12 +194,36 @@ mod tests {
         let cases: Vec<(Vec<&[u8]>, RejectReason, Option<&str>)> = vec![
             (vec![], RejectReason::Absent, None),
             (vec![b""], RejectReason::Empty, None),
-            (vec![too_long.as_bytes()], RejectReason::TooLong, Some(&too_long)),
-            (vec![b"abc\x01def"], RejectReason::ControlCharacters, Some("abc\\x01def")),
-            (vec![b"abc\xc3\xa9"], RejectReason::BadCharacters, Some("abc\\xc3\\xa9")),
-            (vec![b"a b\x7f"], RejectReason::ControlCharacters, Some("a b\\x7f")),
-            (vec![b"<script>"], RejectReason::BadCharacters, Some("<script>")),
-            (vec![b"not-a-uuid"], RejectReason::Malformed, Some("not-a-uuid")),
+            (
+                vec![too_long.as_bytes()],
+                RejectReason::TooLong,
+                Some(&too_long),
+            ),
+            (
+                vec![b"abc\x01def"],
+                RejectReason::ControlCharacters,
+                Some("abc\\x01def"),
+            ),
+            (
+                vec![b"abc\xc3\xa9"],
+                RejectReason::BadCharacters,
+                Some("abc\\xc3\\xa9"),
+            ),
+            (
+                vec![b"a b\x7f"],
+                RejectReason::ControlCharacters,
+                Some("a b\\x7f"),
+            ),
+            (
+                vec![b"<script>"],
+                RejectReason::BadCharacters,
+                Some("<script>"),
+            ),
+            (
+                vec![b"not-a-uuid"],
+                RejectReason::Malformed,
+                Some("not-a-uuid"),
+            ),
             (vec![b"one", b"two"], RejectReason::Repeated, Some("one")),
         ];
         for (values, reason, value) in cases {

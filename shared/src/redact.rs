@@ -45,9 +45,9 @@ pub fn redact_query<'a>(path: &'a str, sensitive: &[String]) -> Cow<'a, str> {
 
 fn is_sensitive(name: &str, sensitive: &[String]) -> bool {
     let decoded = percent_decode(name);
-    sensitive
-        .iter()
-        .any(|candidate| candidate.eq_ignore_ascii_case(name) || candidate.eq_ignore_ascii_case(&decoded))
+    sensitive.iter().any(|candidate| {
+        candidate.eq_ignore_ascii_case(name) || candidate.eq_ignore_ascii_case(&decoded)
+    })
 }
 
 fn percent_decode(text: &str) -> String {
@@ -105,7 +105,10 @@ impl KeyedHasher {
         };
         mac.update(secret);
         let digest = mac.finalize().into_bytes();
-        let hex: String = digest[..8].iter().map(|byte| format!("{byte:02x}")).collect();
+        let hex: String = digest[..8]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
         format!("hmac-sha256:{hex}")
     }
 }
@@ -126,7 +129,10 @@ mod tests {
             ("/a?x=1", "/a?x=1"),
             ("/a?token=s3cret&x=1", "/a?token=[redacted]&x=1"),
             ("/a?x=1&TOKEN=s3cret", "/a?x=1&TOKEN=[redacted]"),
-            ("/a?api%5Fkey=k&api_key=k2", "/a?api%5Fkey=[redacted]&api_key=[redacted]"),
+            (
+                "/a?api%5Fkey=k&api_key=k2",
+                "/a?api%5Fkey=[redacted]&api_key=[redacted]",
+            ),
             ("/a?token", "/a?token"),
             ("/a?tokens=keep", "/a?tokens=keep"),
         ];
@@ -142,7 +148,10 @@ mod tests {
         assert_eq!(first, hasher.fingerprint(b"demo-pro-key"));
         assert_eq!(first.len(), "hmac-sha256:".len() + 16);
         assert!(!first.contains("demo-pro-key"));
-        assert_ne!(first, KeyedHasher::new(b"another key 1234").fingerprint(b"demo-pro-key"));
+        assert_ne!(
+            first,
+            KeyedHasher::new(b"another key 1234").fingerprint(b"demo-pro-key")
+        );
     }
 
     #[test]

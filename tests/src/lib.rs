@@ -1,1 +1,46 @@
-//! placeholder
+//! The gatehouse integration harness.
+//!
+//! A scenario starts the helpers it needs (echo backends, a log collector) inside the
+//! test process, then a real Envoy with the built filters, all on ports the operating
+//! system picks, so scenarios run in parallel. Everything a scenario starts stops
+//! when its handle is dropped, pass or fail.
+
+pub mod client;
+pub mod collector;
+pub mod ecds;
+pub mod echo;
+pub mod envoy;
+pub mod paths;
+mod runtime;
+
+/// What the harness returns on failure: a message saying what did not work.
+pub type Result<T> = std::result::Result<T, HarnessError>;
+
+/// A harness failure, with the step that failed.
+#[derive(Debug)]
+pub struct HarnessError(pub String);
+
+impl std::fmt::Display for HarnessError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HarnessError {}
+
+/// Wraps any error with the step that failed.
+pub trait Context<T> {
+    fn context(self, step: impl std::fmt::Display) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, step: impl std::fmt::Display) -> Result<T> {
+        self.map_err(|error| HarnessError(format!("{step}: {error}")))
+    }
+}
+
+impl<T> Context<T> for Option<T> {
+    fn context(self, step: impl std::fmt::Display) -> Result<T> {
+        self.ok_or_else(|| HarnessError(format!("{step}: nothing there")))
+    }
+}

@@ -26,7 +26,13 @@ pub struct AuditRoot {
 }
 
 impl Context for AuditRoot {
-    fn on_http_call_response(&mut self, _token: u32, _headers: usize, _body: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
         let status = self
             .get_http_call_response_header(":status")
             .and_then(|status| status.parse::<u16>().ok());
@@ -92,7 +98,11 @@ impl RootContext for AuditRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let settings = self.settings.clone()?;
         let metrics = self.metrics?;
-        Some(Box::new(AuditStream::new(settings, self.queue.clone(), metrics)))
+        Some(Box::new(AuditStream::new(
+            settings,
+            self.queue.clone(),
+            metrics,
+        )))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -107,7 +117,9 @@ impl AuditRoot {
         let mut guard = self.queue.borrow_mut();
         let Some(queue) = guard.as_mut() else { return };
         let settings = queue.settings().clone();
-        let Some(body) = queue.next_batch(now) else { return };
+        let Some(body) = queue.next_batch(now) else {
+            return;
+        };
 
         let content_type = match settings.format {
             CollectorFormat::Ndjson | CollectorFormat::ElasticsearchBulk => "application/x-ndjson",
@@ -118,10 +130,24 @@ impl AuditRoot {
             (":authority", settings.authority.as_str()),
             ("content-type", content_type),
         ];
-        headers.extend(settings.headers.iter().map(|(name, value)| (name.as_str(), value.as_str())));
-        let sent = self.dispatch_http_call(&settings.cluster, headers, Some(body), vec![], settings.timeout);
+        headers.extend(
+            settings
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        );
+        let sent = self.dispatch_http_call(
+            &settings.cluster,
+            headers,
+            Some(body),
+            vec![],
+            settings.timeout,
+        );
         if let Err(status) = sent {
-            warn!("audit batch not sent cluster={} status={status:?}", settings.cluster);
+            warn!(
+                "audit batch not sent cluster={} status={status:?}",
+                settings.cluster
+            );
             let outcome = queue.on_failure(now);
             drop(guard);
             self.note_failure(outcome, None);
@@ -130,7 +156,11 @@ impl AuditRoot {
 
     /// Moves the shared gauge by this VM's change since the last tick.
     fn report_buffered(&mut self) {
-        let buffered = self.queue.borrow().as_ref().map_or(0, |queue| delta(queue.buffered_records()));
+        let buffered = self
+            .queue
+            .borrow()
+            .as_ref()
+            .map_or(0, |queue| delta(queue.buffered_records()));
         if let Some(metrics) = &self.metrics {
             metrics.buffered.add(buffered - self.reported_buffered);
         }

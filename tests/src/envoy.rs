@@ -1,0 +1,396 @@
+//! A real Envoy for one scenario: two workers, filters by discovery, helpers as
+//! clusters, every port picked by the system. Killed when dropped, pass or fail.
+
+use crate::client::{self, Response};
+use crate::ecds::{self, FilterSpec};
+use crate::{paths, Context, HarnessError, Result};
+use serde_json::{json, Value};
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long Envoy may take to start (it compiles the modules).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a scenario's gateway is made of.
+#[derive(Debug, Default)]
+pub struct GatewayBuilder {
+    filters: Vec<FilterSpec>,
+    backends: Vec<(String, SocketAddr)>,
+    collector: Option<SocketAddr>,
+    native_after: Vec<Value>,
+    workers: u32,
+}
+
+impl GatewayBuilder {
+    pub fn new() -> Self {
+        Self {
+            workers: 2,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a wasm filter, in request order.
+    pub fn filter(mut self, spec: FilterSpec) -> Self {
+        self.filters.push(spec);
+        self
+    }
+
+    /// Routes `/<name>/...` to a backend at `address` (cluster `<name>`).
+    pub fn backend(mut self, name: &str, address: SocketAddr) -> Self {
+        self.backends.push((name.to_string(), address));
+        self
+    }
+
+    /// Adds the `collector` cluster.
+    pub fn collector(mut self, address: SocketAddr) -> Self {
+        self.collector = Some(address);
+        self
+    }
+
+    /// Adds a native HTTP filter after the wasm filters (before the router).
+    pub fn native_filter(mut self, filter: Value) -> Self {
+        self.native_after.push(filter);
+        self
+    }
+
+    pub fn workers(mut self, workers: u32) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Writes the configuration and starts Envoy; returns once it is ready.
+    pub fn start(self) -> Result<Gateway> {
+        let envoy = paths::envoy();
+        if !envoy.exists() {
+            return Err(HarnessError(format!(
+                "no Envoy at {} (run `make tools` or set GATEHOUSE_ENVOY)",
+                envoy.display()
+            )));
+        }
+        let directory = tempfile::Builder::new()
+            .prefix("gatehouse-")
+            .tempdir()
+            .context("create scenario directory")?;
+        let ecds_dir = directory.path().join("ecds");
+        fs::create_dir_all(&ecds_dir).context("create ecds directory")?;
+        for spec in &self.filters {
+            if !spec.module.exists() {
+                return Err(HarnessError(format!(
+                    "no module at {} (run `make build`)",
+                    spec.module.display()
+                )));
+            }
+            ecds::install(&ecds_dir, spec)?;
+        }
+
+        let access_log = directory.path().join("access.jsonl");
+        let bootstrap = self.bootstrap(&ecds_dir, &access_log);
+        let bootstrap_path = directory.path().join("envoy.json");
+        fs::write(&bootstrap_path, bootstrap.to_string()).context("write bootstrap")?;
+
+        let admin_path = directory.path().join("admin-address");
+        let log_path = directory.path().join("envoy.log");
+        let log = fs::File::create(&log_path).context("create envoy log")?;
+        let mut command = Command::new(&envoy);
+        command
+            .arg("-c")
+            .arg(&bootstrap_path)
+            .args(["--concurrency", &self.workers.to_string()])
+            .arg("--disable-hot-restart")
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .args(["--file-flush-interval-msec", "20", "-l", "info"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        kill_with_parent(&mut command);
+        let child = command
+            .spawn()
+            .context(format!("start {}", envoy.display()))?;
+
+        let mut gateway = Gateway {
+            child,
+            directory,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listener: SocketAddr::from(([127, 0, 0, 1], 0)),
+            access_log,
+            log: log_path,
+            ecds: ecds_dir,
+        };
+        gateway.wait_ready(&admin_path)?;
+        Ok(gateway)
+    }
+
+    fn bootstrap(&self, ecds_dir: &Path, access_log: &Path) -> Value {
+        let mut http_filters: Vec<Value> = self
+            .filters
+            .iter()
+            .map(|spec| ecds::discovered_filter(ecds_dir, spec))
+            .collect();
+        http_filters.extend(self.native_after.iter().cloned());
+        http_filters.push(json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+        }));
+
+        let mut routes: Vec<Value> = self
+            .backends
+            .iter()
+            .map(|(name, _)| {
+                json!({
+                    "name": format!("route-{name}"),
+                    "match": {"prefix": format!("/{name}/")},
+                    "route": {"cluster": name, "timeout": "10s"}
+                })
+            })
+            .collect();
+        routes.push(json!({
+            "name": "route-direct",
+            "match": {"prefix": "/direct/"},
+            "direct_response": {"status": 200, "body": {"inline_string": "direct"}}
+        }));
+
+        let mut clusters: Vec<Value> = self
+            .backends
+            .iter()
+            .map(|(name, address)| cluster(name, *address))
+            .collect();
+        if let Some(address) = self.collector {
+            clusters.push(cluster("collector", address));
+        }
+
+        json!({
+            "node": {"id": "gatehouse-test", "cluster": "gatehouse-test"},
+            "admin": {"address": socket(SocketAddr::from(([127, 0, 0, 1], 0)))},
+            "static_resources": {
+                "listeners": [{
+                    "name": "gateway",
+                    "address": socket(SocketAddr::from(([127, 0, 0, 1], 0))),
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "gateway",
+                            "access_log": [{
+                                "name": "envoy.access_loggers.file",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                                    "path": access_log.display().to_string(),
+                                    "log_format": {"text_format_source": {
+                                        "inline_string": "%FILTER_STATE(wasm.gatehouse.audit.record:PLAIN)%\n"
+                                    }}
+                                }
+                            }],
+                            "route_config": {"virtual_hosts": [{
+                                "name": "gateway",
+                                "domains": ["*"],
+                                "routes": routes
+                            }]},
+                            "http_filters": http_filters
+                        }
+                    }]}]
+                }],
+                "clusters": clusters
+            }
+        })
+    }
+}
+
+fn socket(address: SocketAddr) -> Value {
+    json!({"socket_address": {"address": address.ip().to_string(), "port_value": address.port()}})
+}
+
+fn cluster(name: &str, address: SocketAddr) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(address)}}]}]
+        }
+    })
+}
+
+/// Asks the kernel to kill Envoy if the test process dies without dropping it.
+#[allow(unsafe_code)]
+fn kill_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// A running Envoy.
+pub struct Gateway {
+    child: Child,
+    directory: tempfile::TempDir,
+    admin: SocketAddr,
+    listener: SocketAddr,
+    access_log: PathBuf,
+    log: PathBuf,
+    ecds: PathBuf,
+}
+
+impl Gateway {
+    /// `http://127.0.0.1:<port>` of the gateway listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.listener, path)
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.listener
+    }
+
+    /// `http://127.0.0.1:<port>` of the admin interface.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// The watched directory the filters are discovered from.
+    pub fn ecds_dir(&self) -> &Path {
+        &self.ecds
+    }
+
+    pub fn directory(&self) -> &Path {
+        self.directory.path()
+    }
+
+    /// GET from the gateway.
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Response> {
+        client::get(&self.url(path), headers)
+    }
+
+    /// Lines of Envoy's access log, each expected to be one audit record.
+    pub fn access_log_lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Envoy's own log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A metric's value from the admin's Prometheus endpoint (0 when absent).
+    pub fn metric(&self, name: &str) -> Result<f64> {
+        let page = client::get(&self.admin_url("/stats/prometheus"), &[])?;
+        Ok(page
+            .body
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .find_map(|line| {
+                let (key, value) = line.rsplit_once(' ')?;
+                let key = key.split('{').next()?;
+                (key == name).then(|| value.parse::<f64>().ok()).flatten()
+            })
+            .unwrap_or(0.0))
+    }
+
+    /// A counter from the admin's `/stats` (Envoy's own names).
+    pub fn stat(&self, name: &str) -> Result<u64> {
+        let page = client::get(&self.admin_url(&format!("/stats?filter=^{name}$")), &[])?;
+        Ok(page
+            .body
+            .lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(": ")?;
+                (key == name)
+                    .then(|| value.trim().parse::<u64>().ok())
+                    .flatten()
+            })
+            .unwrap_or(0))
+    }
+
+    /// Whether Envoy is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn wait_ready(&mut self, admin_path: &Path) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if !self.is_running() {
+                return Err(HarnessError(format!(
+                    "envoy exited while starting:\n{}",
+                    self.log_tail()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError(format!(
+                    "envoy not ready in time:\n{}",
+                    self.log_tail()
+                )));
+            }
+            if self.admin.port() == 0 {
+                if let Some(address) = fs::read_to_string(admin_path)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<SocketAddr>().ok())
+                {
+                    self.admin = address;
+                }
+            } else if let Ok(ready) = client::get(&self.admin_url("/ready"), &[]) {
+                if ready.status == 200 {
+                    if let Some(listener) = self.find_listener() {
+                        self.listener = listener;
+                        return Ok(());
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn find_listener(&self) -> Option<SocketAddr> {
+        let page = client::get(&self.admin_url("/listeners?format=json"), &[]).ok()?;
+        let value: Value = serde_json::from_str(&page.body).ok()?;
+        let socket = &value["listener_statuses"][0]["local_address"]["socket_address"];
+        let address = format!(
+            "{}:{}",
+            socket["address"].as_str()?,
+            socket["port_value"].as_u64()?
+        );
+        address
+            .parse()
+            .ok()
+            .filter(|address: &SocketAddr| address.port() != 0)
+    }
+
+    /// The last lines of Envoy's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let file = match fs::File::open(&self.log) {
+            Ok(file) => file,
+            Err(error) => return format!("(no log: {error})"),
+        };
+        let lines: Vec<String> = BufReader::new(file)
+            .lines()
+            .map_while(|line| line.ok())
+            .collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- envoy log ({}) ---\n{}",
+                self.log.display(),
+                self.log_tail()
+            );
+        }
+    }
+}
