@@ -394,3 +394,27 @@ impl Drop for Gateway {
         }
     }
 }
+
+impl Gateway {
+    /// The access-log records whose correlation id is `id`, once at least `count`
+    /// are there (or what is there after 5 s). Panics on a line that is not JSON:
+    /// the access log must hold one clean record per line.
+    pub fn records_for(&self, id: &str, count: usize) -> Vec<Value> {
+        let found = crate::wait_for(Duration::from_secs(5), || {
+            let records = self.records_matching(id);
+            (records.len() >= count).then_some(records)
+        });
+        found.unwrap_or_else(|| self.records_matching(id))
+    }
+
+    fn records_matching(&self, id: &str) -> Vec<Value> {
+        self.access_log_lines()
+            .iter()
+            .map(|line| match serde_json::from_str::<Value>(line) {
+                Ok(value) => value,
+                Err(error) => panic!("access log line is not one JSON record ({error}): {line:?}"),
+            })
+            .filter(|record| record["correlation_id"] == id)
+            .collect()
+    }
+}

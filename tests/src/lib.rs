@@ -44,3 +44,17 @@ impl<T> Context<T> for Option<T> {
         self.ok_or_else(|| HarnessError(format!("{step}: nothing there")))
     }
 }
+
+/// Polls `check` every 20 ms until it gives a value or `timeout` passes.
+pub fn wait_for<T>(timeout: std::time::Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
