@@ -46,7 +46,10 @@ impl<T> Context<T> for Option<T> {
 }
 
 /// Polls `check` every 20 ms until it gives a value or `timeout` passes.
-pub fn wait_for<T>(timeout: std::time::Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn wait_for<T>(
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         if let Some(value) = check() {
