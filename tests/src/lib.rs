@@ -10,6 +10,7 @@ pub mod collector;
 pub mod ecds;
 pub mod echo;
 pub mod envoy;
+pub mod load;
 pub mod paths;
 mod runtime;
 
