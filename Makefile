@@ -57,7 +57,8 @@ clippy: wasm-target
 unit:
 	cargo test -p gatehouse-shared
 
-validate: envoy
+validate: envoy build
+	cargo run --quiet -p gatehouse-tests --bin gatehouse-demo -- --prepare
 	for config in $(ENVOY_CONFIGS); do $(ENVOY) --mode validate -c $$config -l warn; done
 
 integration: envoy build
@@ -65,11 +66,11 @@ integration: envoy build
 
 ## demo: build, then run the demo gateway in the foreground (Ctrl-C stops it)
 demo: tools build
-	cargo run --release -p gatehouse-tests --bin gatehouse-demo
+	cargo run -p gatehouse-tests --bin gatehouse-demo
 
 ## swap FILTER=audit [CONFIG=file.json]: replace a filter in the running demo
 swap: build
-	cargo run --release -p gatehouse-tests --bin gatehouse-swap -- $(FILTER) $(if $(CONFIG),$(CONFIG),)
+	cargo run -p gatehouse-tests --bin gatehouse-swap -- $(FILTER) $(CONFIG)
 
 ## bench: per-request cost of each filter against Envoy's native filters
 bench: tools build

@@ -191,7 +191,8 @@ mod tests {
     #[test]
     fn malformed_ids_are_replaced_with_the_reason() {
         let too_long = "a".repeat(41);
-        let cases: Vec<(Vec<&[u8]>, RejectReason, Option<&str>)> = vec![
+        type Case<'a> = (Vec<&'a [u8]>, RejectReason, Option<&'a str>);
+        let cases: Vec<Case> = vec![
             (vec![], RejectReason::Absent, None),
             (vec![b""], RejectReason::Empty, None),
             (

@@ -218,7 +218,7 @@ fn cluster(name: &str, address: SocketAddr) -> Value {
 
 /// Asks the kernel to kill Envoy if the test process dies without dropping it.
 #[allow(unsafe_code)]
-fn kill_with_parent(command: &mut Command) {
+pub fn kill_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
@@ -407,6 +407,8 @@ impl Gateway {
         found.unwrap_or_else(|| self.records_matching(id))
     }
 
+    // The harness's job is to fail the scenario on a broken access log.
+    #[allow(clippy::panic)]
     fn records_matching(&self, id: &str) -> Vec<Value> {
         self.access_log_lines()
             .iter()

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod collector;
+pub mod demo;
 pub mod ecds;
 pub mod echo;
 pub mod envoy;

@@ -42,19 +42,26 @@ impl Load {
                 let (url, headers) = (url.to_string(), headers.clone());
                 std::thread::spawn(move || {
                     let agent = client::agent();
-                    let headers: Vec<(&str, &str)> =
-                        headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                    let headers: Vec<(&str, &str)> = headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_str()))
+                        .collect();
                     let started = Instant::now();
                     while !stop.load(Ordering::SeqCst) && started.elapsed() < MAX_RUN {
                         let outcome = client::get_with(&agent, &url, &headers);
                         sent.fetch_add(1, Ordering::SeqCst);
                         let failure = match outcome {
                             Ok(response) if response.status == expected => None,
-                            Ok(response) => Some(format!("status {}: {}", response.status, response.body)),
+                            Ok(response) => {
+                                Some(format!("status {}: {}", response.status, response.body))
+                            }
                             Err(error) => Some(error.to_string()),
                         };
                         if let Some(failure) = failure {
-                            failures.lock().unwrap_or_else(PoisonError::into_inner).push(failure);
+                            failures
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push(failure);
                         }
                     }
                 })
@@ -79,7 +86,11 @@ impl Load {
         for thread in self.threads {
             let _ = thread.join();
         }
-        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         LoadReport {
             sent: self.sent.load(Ordering::SeqCst),
             failures,

@@ -1,5 +1,8 @@
 //! Correlation ids end to end: kept, generated, replaced, echoed on every answer.
 
+// Scenario helpers fail the scenario the same way its assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use gatehouse_shared::correlation::is_uuid;
 use gatehouse_tests::client::raw;
 use gatehouse_tests::ecds::FilterSpec;

@@ -1,6 +1,9 @@
 //! The audit record end to end: exactly one per request, whatever its end; what it
 //! holds; what it must never hold.
 
+// Scenario helpers fail the scenario the same way its assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use gatehouse_tests::collector::{Collector, Mode};
 use gatehouse_tests::ecds::FilterSpec;
 use gatehouse_tests::echo::EchoBackend;
