@@ -58,6 +58,7 @@ unit:
 	cargo test -p gatehouse-shared
 
 validate: envoy build
+	mkdir -p target/bench
 	cargo run --quiet -p gatehouse-tests --bin gatehouse-demo -- --prepare
 	for config in $(ENVOY_CONFIGS); do $(ENVOY) --mode validate -c $$config -l warn; done
 

@@ -45,7 +45,7 @@ fn collected(collector: &Collector, id: &str) -> Vec<Value> {
 }
 
 #[test]
-fn exactly_one_record_for_ok_not_found_backend_error_and_client_reset() {
+fn exactly_one_record_for_ok_not_found_backend_error_backend_reset_and_client_reset() {
     let backend = EchoBackend::start("public").unwrap();
     let collector = Collector::start(Mode::Accept).unwrap();
     let gateway = gateway(COLLECTOR, &backend, Some(&collector));
