@@ -12,5 +12,6 @@ pub mod client_address;
 pub mod config;
 pub mod correlation;
 pub mod host;
+pub mod path;
 pub mod redact;
 pub mod time;

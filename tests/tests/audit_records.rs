@@ -167,12 +167,15 @@ fn decisions_published_by_later_filters_are_recorded() {
     let id = new_id(20);
     let headers = [
         ("x-correlation-id", id.as_str()),
-        ("x-publish-consumer", "acme-billing"),
-        ("x-publish-tier", "pro"),
-        ("x-publish-auth_result", "allowed"),
-        ("x-publish-auth_reason", "jwt"),
-        ("x-publish-ratelimit_result", "allowed"),
-        ("x-publish-traffic_target", "orders-v2"),
+        (
+            "x-publish-auth",
+            r#"{"result":"allowed","reason":"jwt","consumer":"acme-billing","tier":"pro","roles":["user","billing"]}"#,
+        ),
+        (
+            "x-publish-ratelimit",
+            r#"{"result":"shadow_limited","limit":"per-key"}"#,
+        ),
+        ("x-publish-traffic", r#"{"target":"orders-v2"}"#),
     ];
 
     gateway.get("/public/echo", &headers).unwrap();
@@ -182,7 +185,8 @@ fn decisions_published_by_later_filters_are_recorded() {
     assert_eq!(record["tier"], "pro");
     assert_eq!(record["auth_result"], "allowed");
     assert_eq!(record["auth_reason"], "jwt");
-    assert_eq!(record["ratelimit_result"], "allowed");
+    assert_eq!(record["roles"], json!(["user", "billing"]));
+    assert_eq!(record["ratelimit_result"], "shadow_limited");
     assert_eq!(record["traffic_target"], "orders-v2");
 }
 

@@ -2,10 +2,10 @@
 
 use crate::metrics::AuditMetrics;
 use crate::stream::AuditStream;
-use gatehouse_host::{delta, HostClock};
+use gatehouse_host::{delta, seeded_generator, HostClock};
 use gatehouse_shared::audit::collector::FailureOutcome;
 use gatehouse_shared::audit::{AuditSettings, CollectorFormat, CollectorQueue};
-use gatehouse_shared::host::Clock;
+use gatehouse_shared::host::{Clock, SplitMix64};
 use log::{error, info, warn};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -16,10 +16,14 @@ use std::time::Duration;
 /// The queue shared by the root context and the request contexts of one VM.
 pub type SharedQueue = Rc<RefCell<Option<CollectorQueue>>>;
 
+/// The VM's generator for correlation ids and sampling draws.
+pub type SharedGenerator = Rc<RefCell<SplitMix64>>;
+
 #[derive(Default)]
 pub struct AuditRoot {
     settings: Option<Rc<AuditSettings>>,
     queue: SharedQueue,
+    generator: Option<SharedGenerator>,
     metrics: Option<AuditMetrics>,
     /// What this VM last added to the shared buffered-records gauge.
     reported_buffered: i64,
@@ -76,6 +80,9 @@ impl RootContext for AuditRoot {
         if self.metrics.is_none() {
             self.metrics = Some(AuditMetrics::define());
         }
+        if self.generator.is_none() {
+            self.generator = Some(Rc::new(RefCell::new(seeded_generator())));
+        }
         if let Some(collector) = &settings.collector {
             // Ticks both cut partial batches and time retries, so they come often
             // enough for the shorter of the two waits.
@@ -98,10 +105,10 @@ impl RootContext for AuditRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let settings = self.settings.clone()?;
         let metrics = self.metrics?;
+        let generator = self.generator.clone()?;
+        let queue = self.queue.clone();
         Some(Box::new(AuditStream::new(
-            settings,
-            self.queue.clone(),
-            metrics,
+            settings, queue, generator, metrics,
         )))
     }
 

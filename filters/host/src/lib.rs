@@ -19,8 +19,9 @@ impl Clock for HostClock {
     }
 }
 
-/// WASI's random source. Should it ever fail, bytes come from a generator seeded
-/// with the time and a counter: still unique ids, no longer unpredictable ones.
+/// WASI's random source: every call is a crossing into the host, so use it for
+/// seeds and secrets, not per request. Should it ever fail, bytes come from a
+/// generator seeded with the time.
 #[derive(Debug)]
 pub struct HostRandom {
     fallback: SplitMix64,
@@ -40,6 +41,15 @@ impl RandomSource for HostRandom {
             self.fallback.fill(buffer);
         }
     }
+}
+
+/// A per-VM generator seeded once from the host's random source: unique values
+/// (correlation ids, sampling draws) without a host call each. Predictable to
+/// whoever sees enough of its output, so never for secrets.
+pub fn seeded_generator() -> SplitMix64 {
+    let mut seed = [0u8; 8];
+    HostRandom::default().fill(&mut seed);
+    SplitMix64::new(u64::from_le_bytes(seed))
 }
 
 /// A property as UTF-8 text (lossy); `None` when the host has no value.

@@ -2,6 +2,7 @@
 
 use super::config::AuditSettings;
 use super::flags::response_flag_codes;
+use crate::attributes::{self, AuthOutcome, RateLimitOutcome, TrafficOutcome};
 use crate::client_address;
 use crate::correlation::{CorrelationDecision, RejectedId};
 use crate::host::RandomSource;
@@ -66,6 +67,8 @@ pub struct AuditRecord {
     pub consumer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_result: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +84,36 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// Copies what a later filter published into the record's flat fields.
+    fn note_outcome(&mut self, attribute: &str, value: &[u8]) {
+        let clip = |text: String| truncate(text.as_bytes(), MAX_RECORDED_VALUE_BYTES);
+        match attribute {
+            attributes::AUTH => {
+                let Ok(outcome) = serde_json::from_slice::<AuthOutcome>(value) else {
+                    return;
+                };
+                self.auth_result = Some(clip(outcome.result));
+                self.auth_reason = outcome.reason.map(clip);
+                self.consumer = outcome.consumer.map(clip);
+                self.tier = outcome.tier.map(clip);
+                self.roles = outcome.roles.into_iter().take(32).map(clip).collect();
+            }
+            attributes::RATELIMIT => {
+                let Ok(outcome) = serde_json::from_slice::<RateLimitOutcome>(value) else {
+                    return;
+                };
+                self.ratelimit_result = Some(clip(outcome.result));
+            }
+            attributes::TRAFFIC => {
+                let Ok(outcome) = serde_json::from_slice::<TrafficOutcome>(value) else {
+                    return;
+                };
+                self.traffic_target = Some(clip(outcome.target));
+            }
+            _ => {}
+        }
+    }
+
     /// One JSON object on one line.
     pub fn to_json(&self) -> String {
         // Serializing plain strings and numbers cannot fail; an empty object would
@@ -112,9 +145,10 @@ pub struct Completion {
     pub response_code_details: Option<String>,
     pub route: Option<String>,
     pub cluster: Option<String>,
-    /// `(record field, value)` for each decision another filter published; the
-    /// fields are those of `attributes::PUBLISHED_DECISIONS`.
-    pub decisions: Vec<(&'static str, String)>,
+    /// `(attribute, value)` for each outcome a later filter published (see
+    /// `attributes::PUBLISHED_OUTCOMES`); values that are not the expected JSON are
+    /// left out of the record.
+    pub outcomes: Vec<(&'static str, Vec<u8>)>,
 }
 
 /// A record whose request has arrived and not yet ended.
@@ -166,17 +200,8 @@ impl StartedRecord {
             .filter(|details| !details.is_empty() && details != "via_upstream");
         record.route = completion.route.filter(|route| !route.is_empty());
         record.cluster = completion.cluster.filter(|cluster| !cluster.is_empty());
-        for (field, value) in completion.decisions {
-            let slot = match field {
-                "consumer" => &mut record.consumer,
-                "tier" => &mut record.tier,
-                "auth_result" => &mut record.auth_result,
-                "auth_reason" => &mut record.auth_reason,
-                "ratelimit_result" => &mut record.ratelimit_result,
-                "traffic_target" => &mut record.traffic_target,
-                _ => continue,
-            };
-            *slot = Some(truncate(value.as_bytes(), MAX_RECORDED_VALUE_BYTES));
+        for (attribute, value) in &completion.outcomes {
+            record.note_outcome(attribute, value);
         }
         record
     }
@@ -359,9 +384,12 @@ mod tests {
             response_code_details: Some("route_not_found".into()),
             route: Some(String::new()),
             cluster: None,
-            decisions: vec![
-                ("consumer", "acme".into()),
-                ("auth_result", "allowed".into()),
+            outcomes: vec![
+                (
+                    attributes::AUTH,
+                    br#"{"result":"allowed","consumer":"acme","roles":["admin"]}"#.to_vec(),
+                ),
+                (attributes::TRAFFIC, b"not json".to_vec()),
             ],
         };
         let record = started.finish(completion, UNIX_EPOCH);
@@ -375,6 +403,12 @@ mod tests {
         assert_eq!(record.backend_latency_ms, Some(2.5));
         assert_eq!(record.route, None);
         assert_eq!(record.consumer.as_deref(), Some("acme"));
+        assert_eq!(record.auth_result.as_deref(), Some("allowed"));
+        assert_eq!(record.roles, ["admin"]);
+        assert_eq!(
+            record.traffic_target, None,
+            "an unreadable outcome is left out"
+        );
         assert!(record.is_notable());
         let json: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
         assert_eq!(json["status"], 404);
