@@ -12,6 +12,7 @@ pub mod client_address;
 pub mod config;
 pub mod correlation;
 pub mod host;
+pub mod jwt;
 pub mod path;
 pub mod redact;
 pub mod time;
