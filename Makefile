@@ -19,7 +19,7 @@ ENVOY_CONFIGS := $(wildcard envoy-config/*/envoy.yaml) $(wildcard bench/envoy/*.
 export GATEHOUSE_ENVOY := $(abspath $(ENVOY))
 
 .PHONY: tools wasm-target envoy build test fmt-check clippy unit validate integration \
-        demo swap bench clean
+        demo swap bench jwt-vectors clean
 
 ## tools: install the wasm target and the pinned Envoy (idempotent)
 tools: wasm-target envoy
@@ -76,6 +76,11 @@ swap: build
 ## bench: per-request cost of each filter against Envoy's native filters
 bench: tools build
 	bench/run
+
+## jwt-vectors: regenerate the JWT test vectors with independent implementations
+jwt-vectors: envoy
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'joserfc==1.6.5' 'cryptography==48.0.0'
+	$(VENV)/bin/python shared/tests/data/generate_jwt_vectors.py
 
 clean:
 	rm -rf dist target/demo

@@ -49,7 +49,9 @@ impl Algorithm {
     /// The algorithm named exactly `name` (names are case-sensitive: `rs256` is not
     /// `RS256`, and `none` in any case is nothing).
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|algorithm| algorithm.name() == name)
+        Self::ALL
+            .into_iter()
+            .find(|algorithm| algorithm.name() == name)
     }
 
     pub fn name(self) -> &'static str {

@@ -64,7 +64,9 @@ impl Claims {
     fn seconds(&self, name: &str) -> Result<Option<i64>, TokenError> {
         match self.0.get(name) {
             None => Ok(None),
-            Some(Value::Number(number)) => number.as_i64().map(Some).ok_or(TokenError::MalformedClaims),
+            Some(Value::Number(number)) => {
+                number.as_i64().map(Some).ok_or(TokenError::MalformedClaims)
+            }
             Some(_) => Err(TokenError::MalformedClaims),
         }
     }
@@ -105,18 +107,23 @@ impl Claims {
         }
         if !policy.audiences.is_empty() {
             let matches = |audience: &Value| {
-                audience
-                    .as_str()
-                    .is_some_and(|audience| policy.audiences.iter().any(|accepted| accepted == audience))
+                audience.as_str().is_some_and(|audience| {
+                    policy.audiences.iter().any(|accepted| accepted == audience)
+                })
             };
             match self.0.get("aud") {
                 None => return Err(TokenError::MissingClaim),
                 Some(Value::String(_)) if self.0.get("aud").is_some_and(matches) => {}
-                Some(Value::Array(list)) if list.iter().all(Value::is_string) && list.iter().any(matches) => {}
+                Some(Value::Array(list))
+                    if list.iter().all(Value::is_string) && list.iter().any(matches) => {}
                 Some(_) => return Err(TokenError::AudienceMismatch),
             }
         }
-        if policy.required_claims.iter().any(|claim| !self.0.contains_key(claim)) {
+        if policy
+            .required_claims
+            .iter()
+            .any(|claim| !self.0.contains_key(claim))
+        {
             return Err(TokenError::MissingClaim);
         }
         Ok(())
@@ -140,7 +147,11 @@ impl Claims {
     /// Roles at `path`: an array of strings, or one space-separated string (`scope`).
     pub fn roles_at(&self, path: &str) -> Vec<String> {
         match self.at(path) {
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
             Some(Value::String(text)) => text.split_whitespace().map(str::to_string).collect(),
             _ => Vec::new(),
         }
@@ -169,13 +180,21 @@ mod tests {
     }
 
     fn with(extra: &str) -> String {
-        format!(r#"{{"iss":"https://idp.example","aud":"https://api.example","sub":"u1","iat":{NOW},{extra}}}"#)
+        format!(
+            r#"{{"iss":"https://idp.example","aud":"https://api.example","sub":"u1","iat":{NOW},{extra}}}"#
+        )
     }
 
     #[test]
     fn good_claims_pass() {
-        assert_eq!(claims(&with(&format!(r#""exp":{}"#, NOW + 600))).check(&policy(), NOW), Ok(()));
-        let array = format!(r#"{{"iss":"https://idp.example","aud":["x","https://api.example"],"sub":"u","exp":{}}}"#, NOW + 5);
+        assert_eq!(
+            claims(&with(&format!(r#""exp":{}"#, NOW + 600))).check(&policy(), NOW),
+            Ok(())
+        );
+        let array = format!(
+            r#"{{"iss":"https://idp.example","aud":["x","https://api.example"],"sub":"u","exp":{}}}"#,
+            NOW + 5
+        );
         assert_eq!(claims(&array).check(&policy(), NOW), Ok(()));
     }
 
@@ -189,19 +208,43 @@ mod tests {
     #[test]
     fn time_claims_are_checked() {
         let cases = [
-            (format!(r#""exp":{},"nbf":{}"#, NOW + 600, NOW + 61), TokenError::NotYetValid),
-            (format!(r#""exp":{},"nbf":{}"#, NOW + 600, NOW + 60), TokenError::IssuedInFuture),
-            (format!(r#""exp":{}"#, NOW + 3601), TokenError::LifetimeTooLong),
-            (r#""exp":"9999999999""#.to_string(), TokenError::MalformedClaims),
-            (format!(r#""exp":{}.5"#, NOW + 10), TokenError::MalformedClaims),
+            (
+                format!(r#""exp":{},"nbf":{}"#, NOW + 600, NOW + 61),
+                TokenError::NotYetValid,
+            ),
+            (
+                format!(r#""exp":{},"nbf":{}"#, NOW + 600, NOW + 60),
+                TokenError::IssuedInFuture,
+            ),
+            (
+                format!(r#""exp":{}"#, NOW + 3601),
+                TokenError::LifetimeTooLong,
+            ),
+            (
+                r#""exp":"9999999999""#.to_string(),
+                TokenError::MalformedClaims,
+            ),
+            (
+                format!(r#""exp":{}.5"#, NOW + 10),
+                TokenError::MalformedClaims,
+            ),
             (r#""exp":-1"#.to_string(), TokenError::Expired),
-            (r#""exp":99999999999999999999"#.to_string(), TokenError::MalformedClaims),
-            (r#""exp":9223372036854775807"#.to_string(), TokenError::LifetimeTooLong),
+            (
+                r#""exp":99999999999999999999"#.to_string(),
+                TokenError::MalformedClaims,
+            ),
+            (
+                r#""exp":9223372036854775807"#.to_string(),
+                TokenError::LifetimeTooLong,
+            ),
         ];
         for (extra, error) in cases {
             // `iat` in the future for the nbf+60 case: make iat follow nbf.
             let json = if extra.contains("nbf") && error == TokenError::IssuedInFuture {
-                format!(r#"{{"iss":"https://idp.example","aud":"https://api.example","sub":"u","iat":{},{extra}}}"#, NOW + 61)
+                format!(
+                    r#"{{"iss":"https://idp.example","aud":"https://api.example","sub":"u","iat":{},{extra}}}"#,
+                    NOW + 61
+                )
             } else {
                 with(&extra)
             };
@@ -213,16 +256,59 @@ mod tests {
     fn issuer_and_audience_must_match_exactly() {
         let exp = NOW + 60;
         let cases = [
-            (format!(r#"{{"iss":"https://IDP.example","aud":"https://api.example","sub":"u","exp":{exp}}}"#), TokenError::IssuerMismatch),
-            (format!(r#"{{"iss":"https://idp.example/","aud":"https://api.example","sub":"u","exp":{exp}}}"#), TokenError::IssuerMismatch),
-            (format!(r#"{{"iss":["https://idp.example"],"aud":"https://api.example","sub":"u","exp":{exp}}}"#), TokenError::IssuerMismatch),
-            (format!(r#"{{"aud":"https://api.example","sub":"u","exp":{exp}}}"#), TokenError::MissingClaim),
-            (format!(r#"{{"iss":"https://idp.example","aud":"https://api.example/","sub":"u","exp":{exp}}}"#), TokenError::AudienceMismatch),
-            (format!(r#"{{"iss":"https://idp.example","aud":7,"sub":"u","exp":{exp}}}"#), TokenError::AudienceMismatch),
-            (format!(r#"{{"iss":"https://idp.example","aud":["https://api.example",7],"sub":"u","exp":{exp}}}"#), TokenError::AudienceMismatch),
-            (format!(r#"{{"iss":"https://idp.example","sub":"u","exp":{exp}}}"#), TokenError::MissingClaim),
-            (format!(r#"{{"iss":"https://idp.example","aud":"https://api.example","exp":{exp}}}"#), TokenError::MissingClaim),
-            (r#"{"iss":"https://idp.example","aud":"https://api.example","sub":"u"}"#.to_string(), TokenError::MissingClaim),
+            (
+                format!(
+                    r#"{{"iss":"https://IDP.example","aud":"https://api.example","sub":"u","exp":{exp}}}"#
+                ),
+                TokenError::IssuerMismatch,
+            ),
+            (
+                format!(
+                    r#"{{"iss":"https://idp.example/","aud":"https://api.example","sub":"u","exp":{exp}}}"#
+                ),
+                TokenError::IssuerMismatch,
+            ),
+            (
+                format!(
+                    r#"{{"iss":["https://idp.example"],"aud":"https://api.example","sub":"u","exp":{exp}}}"#
+                ),
+                TokenError::IssuerMismatch,
+            ),
+            (
+                format!(r#"{{"aud":"https://api.example","sub":"u","exp":{exp}}}"#),
+                TokenError::MissingClaim,
+            ),
+            (
+                format!(
+                    r#"{{"iss":"https://idp.example","aud":"https://api.example/","sub":"u","exp":{exp}}}"#
+                ),
+                TokenError::AudienceMismatch,
+            ),
+            (
+                format!(r#"{{"iss":"https://idp.example","aud":7,"sub":"u","exp":{exp}}}"#),
+                TokenError::AudienceMismatch,
+            ),
+            (
+                format!(
+                    r#"{{"iss":"https://idp.example","aud":["https://api.example",7],"sub":"u","exp":{exp}}}"#
+                ),
+                TokenError::AudienceMismatch,
+            ),
+            (
+                format!(r#"{{"iss":"https://idp.example","sub":"u","exp":{exp}}}"#),
+                TokenError::MissingClaim,
+            ),
+            (
+                format!(
+                    r#"{{"iss":"https://idp.example","aud":"https://api.example","exp":{exp}}}"#
+                ),
+                TokenError::MissingClaim,
+            ),
+            (
+                r#"{"iss":"https://idp.example","aud":"https://api.example","sub":"u"}"#
+                    .to_string(),
+                TokenError::MissingClaim,
+            ),
         ];
         for (json, error) in cases {
             assert_eq!(claims(&json).check(&policy(), NOW), Err(error), "{json}");
@@ -231,16 +317,31 @@ mod tests {
 
     #[test]
     fn payloads_that_are_not_one_claim_set_are_refused() {
-        for payload in [&b"[]"[..], b"\"x\"", b"{\"sub\":\"a\",\"sub\":\"b\"}", b"{", b"\xff\xfe"] {
-            assert_eq!(Claims::parse(payload), Err(TokenError::MalformedClaims), "{payload:?}");
+        for payload in [
+            &b"[]"[..],
+            b"\"x\"",
+            b"{\"sub\":\"a\",\"sub\":\"b\"}",
+            b"{",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(
+                Claims::parse(payload),
+                Err(TokenError::MalformedClaims),
+                "{payload:?}"
+            );
         }
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
-        assert_eq!(Claims::parse(deep.as_bytes()), Err(TokenError::MalformedClaims));
+        assert_eq!(
+            Claims::parse(deep.as_bytes()),
+            Err(TokenError::MalformedClaims)
+        );
     }
 
     #[test]
     fn identity_comes_from_claim_paths() {
-        let token = claims(r#"{"sub":"u1","scope":"read write","realm_access":{"roles":["admin","user"]},"plan":{"tier":"pro"}}"#);
+        let token = claims(
+            r#"{"sub":"u1","scope":"read write","realm_access":{"roles":["admin","user"]},"plan":{"tier":"pro"}}"#,
+        );
         assert_eq!(token.string_at("sub").as_deref(), Some("u1"));
         assert_eq!(token.roles_at("realm_access.roles"), ["admin", "user"]);
         assert_eq!(token.roles_at("scope"), ["read", "write"]);

@@ -99,9 +99,16 @@ pub fn parse_jwks(bytes: &[u8]) -> Result<(KeySet, Vec<SkippedKey>), String> {
     let mut set = KeySet::default();
     let mut skipped = Vec::new();
     for (index, value) in raw.keys.into_iter().enumerate() {
-        let kid = value.get("kid").and_then(|kid| kid.as_str()).map(str::to_string);
+        let kid = value
+            .get("kid")
+            .and_then(|kid| kid.as_str())
+            .map(str::to_string);
         if set.keys.len() >= MAX_KEYS {
-            skipped.push(SkippedKey { index, kid, reason: format!("more than {MAX_KEYS} keys") });
+            skipped.push(SkippedKey {
+                index,
+                kid,
+                reason: format!("more than {MAX_KEYS} keys"),
+            });
             continue;
         }
         match parse_key(value) {
@@ -116,13 +123,16 @@ pub fn parse_jwks(bytes: &[u8]) -> Result<(KeySet, Vec<SkippedKey>), String> {
 }
 
 fn parse_key(value: serde_json::Value) -> Result<Jwk, String> {
-    let raw: RawKey = serde_json::from_value(value).map_err(|error| format!("not a key: {error}"))?;
+    let raw: RawKey =
+        serde_json::from_value(value).map_err(|error| format!("not a key: {error}"))?;
     if raw.usage.as_deref().is_some_and(|usage| usage != "sig") {
         return Err("not a signature key".into());
     }
     let alg = match raw.alg.as_deref() {
         None => None,
-        Some(name) => Some(Algorithm::from_name(name).ok_or_else(|| format!("unsupported alg {name:?}"))?),
+        Some(name) => {
+            Some(Algorithm::from_name(name).ok_or_else(|| format!("unsupported alg {name:?}"))?)
+        }
     };
     let material = match raw.kty.as_str() {
         "RSA" => rsa_key(&raw)?,
@@ -136,7 +146,11 @@ fn parse_key(value: serde_json::Value) -> Result<Jwk, String> {
             return Err(format!("alg {} does not fit the key", alg.name()));
         }
     }
-    Ok(Jwk { kid: raw.kid, alg, material })
+    Ok(Jwk {
+        kid: raw.kid,
+        alg,
+        material,
+    })
 }
 
 fn field(value: &Option<String>, name: &str) -> Result<Vec<u8>, String> {
@@ -165,12 +179,16 @@ fn ec_key(raw: &RawKey) -> Result<KeyMaterial, String> {
     point.extend_from_slice(&x);
     point.extend_from_slice(&y);
     match raw.crv.as_deref() {
-        Some("P-256") if x.len() == 32 && y.len() == 32 => p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
-            .map(KeyMaterial::P256)
-            .map_err(|_| "P-256 point not on the curve".to_string()),
-        Some("P-384") if x.len() == 48 && y.len() == 48 => p384::ecdsa::VerifyingKey::from_sec1_bytes(&point)
-            .map(KeyMaterial::P384)
-            .map_err(|_| "P-384 point not on the curve".to_string()),
+        Some("P-256") if x.len() == 32 && y.len() == 32 => {
+            p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                .map(KeyMaterial::P256)
+                .map_err(|_| "P-256 point not on the curve".to_string())
+        }
+        Some("P-384") if x.len() == 48 && y.len() == 48 => {
+            p384::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                .map(KeyMaterial::P384)
+                .map_err(|_| "P-384 point not on the curve".to_string())
+        }
         Some("P-256" | "P-384") => Err("EC coordinates of the wrong length".into()),
         other => Err(format!("unsupported curve {other:?}")),
     }
@@ -212,10 +230,14 @@ mod tests {
 
     #[test]
     fn rfc_keys_are_read() {
-        let (set, skipped) = parse_jwks(set(&[RFC7515_RSA, RFC7515_EC, RFC8037_OKP]).as_bytes()).unwrap();
+        let (set, skipped) =
+            parse_jwks(set(&[RFC7515_RSA, RFC7515_EC, RFC8037_OKP]).as_bytes()).unwrap();
         assert!(skipped.is_empty(), "{skipped:?}");
         let families: Vec<KeyFamily> = set.keys.iter().map(|key| key.material.family()).collect();
-        assert_eq!(families, [KeyFamily::Rsa, KeyFamily::P256, KeyFamily::Ed25519]);
+        assert_eq!(
+            families,
+            [KeyFamily::Rsa, KeyFamily::P256, KeyFamily::Ed25519]
+        );
         assert_eq!(set.keys[0].kid.as_deref(), Some("rfc-rsa"));
     }
 
@@ -229,7 +251,16 @@ mod tests {
         let unknown = r#"{"kty":"XYZ"}"#;
         let mismatched = RFC7515_EC.replace(r#""kty":"EC""#, r#""kty":"EC","alg":"RS256""#);
         let (set, skipped) = parse_jwks(
-            set(&[short_rsa, oct, &encryption, &off_curve, unknown, &mismatched, RFC8037_OKP]).as_bytes(),
+            set(&[
+                short_rsa,
+                oct,
+                &encryption,
+                &off_curve,
+                unknown,
+                &mismatched,
+                RFC8037_OKP,
+            ])
+            .as_bytes(),
         )
         .unwrap();
         assert_eq!(set.keys.len(), 1);
@@ -239,8 +270,18 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        for garbage in [&b"not json"[..], b"[]", b"{\"keys\":{}}", b"{\"keys\":[]}", b"{\"keys\":[{\"kty\":\"oct\"}]}"] {
-            assert!(parse_jwks(garbage).is_err(), "{}", String::from_utf8_lossy(garbage));
+        for garbage in [
+            &b"not json"[..],
+            b"[]",
+            b"{\"keys\":{}}",
+            b"{\"keys\":[]}",
+            b"{\"keys\":[{\"kty\":\"oct\"}]}",
+        ] {
+            assert!(
+                parse_jwks(garbage).is_err(),
+                "{}",
+                String::from_utf8_lossy(garbage)
+            );
         }
         let huge = vec![b' '; MAX_JWKS_BYTES + 1];
         assert!(parse_jwks(&huge).is_err());

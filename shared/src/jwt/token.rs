@@ -10,6 +10,9 @@ use serde::Deserialize;
 /// Longest token accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
+/// Longest protected header accepted, in bytes after decoding.
+pub const MAX_HEADER_BYTES: usize = 4 * 1024;
+
 /// The protected header, as far as verification needs it. Other members (`jwk`,
 /// `jku`, `x5u`, `x5c`, ...) are ignored: keys come only from the provider.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -35,7 +38,9 @@ fn decode(part: &str) -> Result<Vec<u8>, TokenError> {
     if part.is_empty() {
         return Err(TokenError::Malformed);
     }
-    URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed)
 }
 
 fn split(token: &str) -> Result<Parts<'_>, TokenError> {
@@ -49,7 +54,16 @@ fn split(token: &str) -> Result<Parts<'_>, TokenError> {
         return Err(TokenError::Malformed);
     };
     let signing_input = &token.as_bytes()[..header.len() + 1 + payload.len()];
-    let header: Header = serde_json::from_slice(&decode(header)?).map_err(|_| TokenError::Malformed)?;
+    let header_bytes = decode(header)?;
+    if header_bytes.len() > MAX_HEADER_BYTES {
+        return Err(TokenError::Malformed);
+    }
+    // serde would also read a struct from a JSON array; a header is an object.
+    if header_bytes.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(TokenError::Malformed);
+    }
+    let header: Header =
+        serde_json::from_slice(&header_bytes).map_err(|_| TokenError::Malformed)?;
     Ok(Parts {
         signing_input,
         header,
@@ -72,7 +86,8 @@ pub fn decode_header(token: &str) -> Result<Header, TokenError> {
 /// understood.
 pub fn verify(token: &str, keys: &KeySet, allowed: &[Algorithm]) -> Result<Vec<u8>, TokenError> {
     let parts = split(token)?;
-    let algorithm = Algorithm::from_name(&parts.header.alg).ok_or(TokenError::UnsupportedAlgorithm)?;
+    let algorithm =
+        Algorithm::from_name(&parts.header.alg).ok_or(TokenError::UnsupportedAlgorithm)?;
     if !allowed.contains(&algorithm) {
         return Err(TokenError::AlgorithmNotAllowed);
     }
@@ -80,11 +95,20 @@ pub fn verify(token: &str, keys: &KeySet, allowed: &[Algorithm]) -> Result<Vec<u
         return Err(TokenError::UnknownCriticalHeader);
     }
     let key = select_key(keys, parts.header.kid.as_deref(), algorithm)?;
-    check_signature(&key.material, algorithm, parts.signing_input, &parts.signature)?;
+    check_signature(
+        &key.material,
+        algorithm,
+        parts.signing_input,
+        &parts.signature,
+    )?;
     Ok(parts.payload)
 }
 
-fn select_key<'k>(keys: &'k KeySet, kid: Option<&str>, algorithm: Algorithm) -> Result<&'k Jwk, TokenError> {
+fn select_key<'k>(
+    keys: &'k KeySet,
+    kid: Option<&str>,
+    algorithm: Algorithm,
+) -> Result<&'k Jwk, TokenError> {
     let key = match kid {
         Some(kid) => keys
             .keys
@@ -102,7 +126,9 @@ fn select_key<'k>(keys: &'k KeySet, kid: Option<&str>, algorithm: Algorithm) -> 
             }
         }
     };
-    if key.material.family() != algorithm.family() || key.alg.is_some_and(|pinned| pinned != algorithm) {
+    if key.material.family() != algorithm.family()
+        || key.alg.is_some_and(|pinned| pinned != algorithm)
+    {
         return Err(TokenError::KeyAlgorithmMismatch);
     }
     Ok(key)
@@ -117,12 +143,24 @@ fn check_signature(
     use rsa::signature::Verifier;
     let bad = |_| TokenError::BadSignature;
     match (key, algorithm) {
-        (KeyMaterial::Rsa(key), Algorithm::RS256) => rsa_pkcs1::<sha2::Sha256>(key, message, signature),
-        (KeyMaterial::Rsa(key), Algorithm::RS384) => rsa_pkcs1::<sha2::Sha384>(key, message, signature),
-        (KeyMaterial::Rsa(key), Algorithm::RS512) => rsa_pkcs1::<sha2::Sha512>(key, message, signature),
-        (KeyMaterial::Rsa(key), Algorithm::PS256) => rsa_pss::<sha2::Sha256>(key, message, signature),
-        (KeyMaterial::Rsa(key), Algorithm::PS384) => rsa_pss::<sha2::Sha384>(key, message, signature),
-        (KeyMaterial::Rsa(key), Algorithm::PS512) => rsa_pss::<sha2::Sha512>(key, message, signature),
+        (KeyMaterial::Rsa(key), Algorithm::RS256) => {
+            rsa_pkcs1::<sha2::Sha256>(key, message, signature)
+        }
+        (KeyMaterial::Rsa(key), Algorithm::RS384) => {
+            rsa_pkcs1::<sha2::Sha384>(key, message, signature)
+        }
+        (KeyMaterial::Rsa(key), Algorithm::RS512) => {
+            rsa_pkcs1::<sha2::Sha512>(key, message, signature)
+        }
+        (KeyMaterial::Rsa(key), Algorithm::PS256) => {
+            rsa_pss::<sha2::Sha256>(key, message, signature)
+        }
+        (KeyMaterial::Rsa(key), Algorithm::PS384) => {
+            rsa_pss::<sha2::Sha384>(key, message, signature)
+        }
+        (KeyMaterial::Rsa(key), Algorithm::PS512) => {
+            rsa_pss::<sha2::Sha512>(key, message, signature)
+        }
         (KeyMaterial::P256(key), Algorithm::ES256) => {
             let signature = p256::ecdsa::Signature::from_slice(signature).map_err(bad)?;
             key.verify(message, &signature).map_err(bad)
@@ -135,9 +173,15 @@ fn check_signature(
             let signature = ed25519_dalek::Signature::from_slice(signature).map_err(bad)?;
             key.verify_strict(message, &signature).map_err(bad)
         }
-        (KeyMaterial::Hmac(secret), Algorithm::HS256) => hmac_check::<sha2::Sha256>(secret, message, signature),
-        (KeyMaterial::Hmac(secret), Algorithm::HS384) => hmac_check::<sha2::Sha384>(secret, message, signature),
-        (KeyMaterial::Hmac(secret), Algorithm::HS512) => hmac_check::<sha2::Sha512>(secret, message, signature),
+        (KeyMaterial::Hmac(secret), Algorithm::HS256) => {
+            hmac_check::<sha2::Sha256>(secret, message, signature)
+        }
+        (KeyMaterial::Hmac(secret), Algorithm::HS384) => {
+            hmac_check::<sha2::Sha384>(secret, message, signature)
+        }
+        (KeyMaterial::Hmac(secret), Algorithm::HS512) => {
+            hmac_check::<sha2::Sha512>(secret, message, signature)
+        }
         _ => Err(TokenError::KeyAlgorithmMismatch),
     }
 }
@@ -147,7 +191,8 @@ where
     D: sha2::Digest + rsa::pkcs8::AssociatedOid,
 {
     use rsa::signature::Verifier;
-    let signature = rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| TokenError::BadSignature)?;
+    let signature =
+        rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| TokenError::BadSignature)?;
     rsa::pkcs1v15::VerifyingKey::<D>::new(key.clone())
         .verify(message, &signature)
         .map_err(|_| TokenError::BadSignature)
@@ -158,7 +203,8 @@ where
     D: sha2::Digest + sha2::digest::FixedOutputReset,
 {
     use rsa::signature::Verifier;
-    let signature = rsa::pss::Signature::try_from(signature).map_err(|_| TokenError::BadSignature)?;
+    let signature =
+        rsa::pss::Signature::try_from(signature).map_err(|_| TokenError::BadSignature)?;
     rsa::pss::VerifyingKey::<D>::new(key.clone())
         .verify(message, &signature)
         .map_err(|_| TokenError::BadSignature)
@@ -170,8 +216,10 @@ where
     hmac::SimpleHmac<D>: hmac::Mac,
 {
     use hmac::Mac;
-    let mut mac = <hmac::SimpleHmac<D> as Mac>::new_from_slice(secret).map_err(|_| TokenError::BadSignature)?;
+    let mut mac = <hmac::SimpleHmac<D> as Mac>::new_from_slice(secret)
+        .map_err(|_| TokenError::BadSignature)?;
     mac.update(message);
     // verify_slice compares in constant time.
-    mac.verify_slice(signature).map_err(|_| TokenError::BadSignature)
+    mac.verify_slice(signature)
+        .map_err(|_| TokenError::BadSignature)
 }
