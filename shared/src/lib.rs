@@ -8,6 +8,7 @@
 
 pub mod attributes;
 pub mod audit;
+pub mod auth;
 pub mod client_address;
 pub mod config;
 pub mod correlation;

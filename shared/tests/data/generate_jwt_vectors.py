@@ -174,9 +174,21 @@ for member in ["jwk", "jku", "x5u", "x5c"]:
          rsa_sign({"alg": "RS256", "kid": "rsa-1", member: extra}, claims(), key=attacker), "signature_invalid")
     case(f"{member} header on a good token is ignored", rsa_sign({"alg": "RS256", "kid": "rsa-1", member: extra}, claims()), "ok")
 
+# Tokens for the auth decision tests.
+rotated_key = jwk.RSAKey.generate_key(2048, parameters={"kid": "rsa-2"})
+named_tokens = {
+    "user": signed("RS256", rsa_key, claims(sub="alice", roles=["user"], plan="pro")),
+    "admin": signed("RS256", rsa_key, claims(sub="root", roles=["admin", "user"])),
+    "no_roles": signed("RS256", rsa_key, claims(sub="bob")),
+    "expired": signed("RS256", rsa_key, claims(sub="alice", roles=["user"], iat=NOW - 4000, exp=NOW - 3000)),
+    "other_issuer": signed("RS256", rsa_key, claims(iss="https://elsewhere.example")),
+    "rotated_key": signed("RS256", rotated_key, claims(sub="carol", roles=["user"])),
+}
+
 with open(OUT, "w") as out:
     json.dump({
         "now": NOW, "issuer": ISSUER, "audience": AUDIENCE,
         "jwks": jwks, "secret": b64(secret), "vectors": vectors,
+        "tokens": named_tokens, "rotated_jwks": {"keys": [public(rotated_key)]},
     }, out, indent=1)
 print(f"wrote {len(vectors)} vectors to {OUT}")

@@ -1,0 +1,394 @@
+//! The auth decision: path, rule, credential, identity, access, mode.
+
+use super::cache::{token_digest, TokenCache};
+use super::config::{Access, AuthSettings, CredentialKind, Mode, Provider, Rule, Unmatched};
+use super::credentials::{extract, Credential, HeaderPair};
+use crate::jwt::{verify_and_check, Claims, KeySet, TokenError};
+use crate::path::normalize;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use std::rc::Rc;
+use subtle::ConstantTimeEq;
+
+/// Who the caller is, once a credential is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub consumer: String,
+    pub roles: Vec<String>,
+    pub tier: Option<String>,
+    pub via: CredentialKind,
+}
+
+/// A refusal: what the client is told, and the private reason for the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// 400, 401, 403 or 503.
+    pub status: u16,
+    /// The RFC 6750 error code (`invalid_request`, `invalid_token`,
+    /// `insufficient_scope`) or `unavailable`.
+    pub error: &'static str,
+    /// A fixed public message: never a token, key or secret.
+    pub message: &'static str,
+    /// The machine-readable reason for the audit record.
+    pub reason: String,
+}
+
+impl Denial {
+    pub fn invalid_request(reason: &str) -> Self {
+        Self {
+            status: 401,
+            error: "invalid_request",
+            message: "the request's credentials are malformed",
+            reason: reason.into(),
+        }
+    }
+
+    pub fn invalid_token(reason: &str) -> Self {
+        Self {
+            status: 401,
+            error: "invalid_token",
+            message: "the access token is not valid",
+            reason: reason.into(),
+        }
+    }
+
+    pub fn missing_credential() -> Self {
+        Self {
+            status: 401,
+            error: "invalid_request",
+            message: "authentication is required",
+            reason: "credential_missing".into(),
+        }
+    }
+
+    pub fn insufficient_scope(reason: &str) -> Self {
+        Self {
+            status: 403,
+            error: "insufficient_scope",
+            message: "the caller is not allowed to do this",
+            reason: reason.into(),
+        }
+    }
+
+    pub fn bad_path(reason: &str) -> Self {
+        Self {
+            status: 400,
+            error: "invalid_request",
+            message: "the request path is not accepted",
+            reason: reason.into(),
+        }
+    }
+
+    pub fn keys_unavailable(provider: &str) -> Self {
+        Self {
+            status: 503,
+            error: "unavailable",
+            message: "authentication is temporarily unavailable",
+            reason: format!("keys_unavailable:{provider}"),
+        }
+    }
+
+    /// The `WWW-Authenticate` value for a 401 or 403 (RFC 6750 section 3).
+    pub fn challenge(&self) -> Option<String> {
+        match self.status {
+            401 if self.reason == "credential_missing" => Some("Bearer".into()),
+            401 | 403 => Some(format!(
+                "Bearer error=\"{}\", error_description=\"{}\"",
+                self.error, self.message
+            )),
+            _ => None,
+        }
+    }
+
+    /// The JSON answer body.
+    pub fn body(&self, correlation_id: &str) -> String {
+        serde_json::json!({
+            "error": self.error,
+            "message": self.message,
+            "correlation_id": correlation_id,
+        })
+        .to_string()
+    }
+}
+
+/// A provider's current key set, as the filter has it.
+#[derive(Debug, Clone)]
+pub struct ProviderKeys {
+    pub keys: Rc<KeySet>,
+    /// Changes whenever the set changes; cached tokens from another generation are
+    /// verified again.
+    pub generation: u64,
+}
+
+/// Where the decision finds each provider's keys.
+pub trait KeyLookup {
+    /// `None` while no key set has been loaded for the provider.
+    fn keys(&self, provider: &str) -> Option<ProviderKeys>;
+}
+
+/// The outcome for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it through, with the identity to assert (if any).
+    Allow {
+        rule: String,
+        identity: Option<Identity>,
+    },
+    /// Answer with the denial.
+    Deny {
+        rule: Option<String>,
+        denial: Denial,
+    },
+    /// Would be denied, but the rule is in shadow mode: let it through, record it.
+    /// The identity is set only when the credential itself was valid.
+    ShadowDeny {
+        rule: Option<String>,
+        denial: Denial,
+        identity: Option<Identity>,
+    },
+    /// The provider's keys are not loaded yet: wait (bounded), then decide again.
+    WaitForKeys { provider: String },
+    /// The token names a key the provider's set lacks: refetch once, then decide
+    /// again with `refetch_allowed = false`.
+    RefetchKeys { provider: String },
+}
+
+/// What the request shows the decision.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    /// `:path` as received.
+    pub path: &'a str,
+    pub headers: &'a [HeaderPair],
+}
+
+/// Decides a request. `now` is seconds since the epoch.
+pub fn decide(
+    settings: &AuthSettings,
+    request: RequestView<'_>,
+    keys: &dyn KeyLookup,
+    cache: &mut TokenCache,
+    now: i64,
+    refetch_allowed: bool,
+) -> Verdict {
+    let normalized = match normalize(request.path, false) {
+        Ok(normalized) => normalized,
+        Err(error) => {
+            return finish(
+                settings.mode,
+                None,
+                Err(Denial::bad_path(error.reason())),
+                None,
+            )
+        }
+    };
+    let rule = settings
+        .rules
+        .iter()
+        .find(|rule| rule.methods.matches(request.method) && rule.path.matches(&normalized.path));
+
+    let credential = match extract(settings, request.headers, normalized.query.as_deref()) {
+        Ok(credential) => credential,
+        Err(denial) => return finish(mode_of(settings, rule), rule, Err(denial), None),
+    };
+    let identity = match authenticate(
+        settings,
+        rule,
+        &credential,
+        keys,
+        cache,
+        now,
+        refetch_allowed,
+    ) {
+        Authenticated::Identity(identity) => identity,
+        Authenticated::Denied(denial) => {
+            return finish(mode_of(settings, rule), rule, Err(denial), None)
+        }
+        Authenticated::Wait(verdict) => return verdict,
+    };
+
+    let Some(rule) = rule else {
+        let outcome = match settings.unmatched {
+            Unmatched::Allow => Ok(()),
+            Unmatched::Deny => Err(Denial::insufficient_scope("no_rule_matches")),
+        };
+        return finish(settings.mode, None, outcome, identity);
+    };
+    let outcome = authorize(rule, identity.as_ref());
+    finish(rule.mode, Some(rule), outcome, identity)
+}
+
+fn mode_of(settings: &AuthSettings, rule: Option<&Rule>) -> Mode {
+    rule.map_or(settings.mode, |rule| rule.mode)
+}
+
+fn finish(
+    mode: Mode,
+    rule: Option<&Rule>,
+    outcome: Result<(), Denial>,
+    identity: Option<Identity>,
+) -> Verdict {
+    let rule_name = rule.map(|rule| rule.name.clone());
+    match (outcome, mode) {
+        (Ok(()), _) => Verdict::Allow {
+            rule: rule_name.unwrap_or_else(|| "unmatched".into()),
+            identity,
+        },
+        (Err(denial), Mode::Enforce) => Verdict::Deny {
+            rule: rule_name,
+            denial,
+        },
+        (Err(denial), Mode::Shadow) => Verdict::ShadowDeny {
+            rule: rule_name,
+            denial,
+            identity,
+        },
+    }
+}
+
+enum Authenticated {
+    Identity(Option<Identity>),
+    Denied(Denial),
+    Wait(Verdict),
+}
+
+fn authenticate(
+    settings: &AuthSettings,
+    rule: Option<&Rule>,
+    credential: &Credential,
+    keys: &dyn KeyLookup,
+    cache: &mut TokenCache,
+    now: i64,
+    refetch_allowed: bool,
+) -> Authenticated {
+    let accepted = |kind: &CredentialKind| {
+        rule.is_none_or(|rule| rule.credentials.is_empty() || rule.credentials.contains(kind))
+    };
+    match credential {
+        Credential::None => Authenticated::Identity(None),
+        Credential::ApiKey(key) => match api_key_identity(settings, key) {
+            Some(identity) if accepted(&identity.via) => Authenticated::Identity(Some(identity)),
+            Some(_) => Authenticated::Denied(Denial::invalid_token("credential_not_accepted_here")),
+            None => Authenticated::Denied(Denial::invalid_token("api_key_unknown")),
+        },
+        Credential::Token(token) => {
+            let Some(provider) = provider_for(settings, token) else {
+                return Authenticated::Denied(Denial::invalid_token("issuer_unknown"));
+            };
+            if !accepted(&CredentialKind::Provider(provider.name.clone())) {
+                return Authenticated::Denied(Denial::invalid_token(
+                    "credential_not_accepted_here",
+                ));
+            }
+            let Some(current) = keys.keys(&provider.name) else {
+                return Authenticated::Wait(Verdict::WaitForKeys {
+                    provider: provider.name.clone(),
+                });
+            };
+            let digest = token_digest(token);
+            if let Some(identity) = cache.get(&digest, now, current.generation) {
+                return Authenticated::Identity(Some(identity.clone()));
+            }
+            match verify_and_check(
+                token,
+                &current.keys,
+                &provider.algorithms,
+                &provider.claims,
+                now,
+            ) {
+                Ok(claims) => {
+                    let Some(identity) = token_identity(provider, &claims) else {
+                        return Authenticated::Denied(Denial::invalid_token(
+                            "consumer_claim_missing",
+                        ));
+                    };
+                    let skew = i64::try_from(provider.claims.clock_skew_seconds).unwrap_or(0);
+                    let valid_until =
+                        claims_exp(&claims).map_or(i64::MAX, |exp| exp.saturating_add(skew));
+                    cache.insert(digest, identity.clone(), valid_until, current.generation);
+                    Authenticated::Identity(Some(identity))
+                }
+                Err(TokenError::UnknownKey) if refetch_allowed => {
+                    Authenticated::Wait(Verdict::RefetchKeys {
+                        provider: provider.name.clone(),
+                    })
+                }
+                Err(error) => Authenticated::Denied(Denial::invalid_token(&error.reason())),
+            }
+        }
+    }
+}
+
+fn claims_exp(claims: &Claims) -> Option<i64> {
+    claims.0.get("exp").and_then(serde_json::Value::as_i64)
+}
+
+/// The provider whose issuer the (unverified) payload names.
+fn provider_for<'s>(settings: &'s AuthSettings, token: &str) -> Option<&'s Provider> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    #[derive(serde::Deserialize)]
+    struct Issuer {
+        iss: String,
+    }
+    let issuer: Issuer = serde_json::from_slice(&bytes).ok()?;
+    settings
+        .providers
+        .iter()
+        .find(|provider| provider.claims.issuer == issuer.iss)
+}
+
+fn token_identity(provider: &Provider, claims: &Claims) -> Option<Identity> {
+    let consumer = claims.string_at(&provider.consumer_claim)?;
+    if consumer.is_empty() {
+        return None;
+    }
+    let tier = provider
+        .tier_claim
+        .as_ref()
+        .and_then(|path| claims.string_at(path))
+        .or_else(|| provider.default_tier.clone());
+    Some(Identity {
+        consumer,
+        roles: claims.roles_at(&provider.roles_claim),
+        tier,
+        via: CredentialKind::Provider(provider.name.clone()),
+    })
+}
+
+/// Compares the key's SHA-256 with every configured one in constant time.
+fn api_key_identity(settings: &AuthSettings, key: &[u8]) -> Option<Identity> {
+    let api_keys = settings.api_keys.as_ref()?;
+    let digest: [u8; 32] = Sha256::digest(key).into();
+    let mut found = None;
+    for candidate in &api_keys.keys {
+        if bool::from(candidate.sha256.ct_eq(&digest)) {
+            found = Some(candidate);
+        }
+    }
+    found.map(|key| Identity {
+        consumer: key.consumer.clone(),
+        roles: key.roles.clone(),
+        tier: key.tier.clone(),
+        via: CredentialKind::ApiKey,
+    })
+}
+
+fn authorize(rule: &Rule, identity: Option<&Identity>) -> Result<(), Denial> {
+    match (rule.access, identity) {
+        (Access::Public, _) => Ok(()),
+        (Access::Authenticated | Access::Roles, None) => Err(Denial::missing_credential()),
+        (Access::Authenticated, Some(_)) => Ok(()),
+        (Access::Roles, Some(identity)) => {
+            let has = |role: &String| identity.roles.contains(role);
+            let any = rule.roles_any.is_empty() || rule.roles_any.iter().any(has);
+            let all = rule.roles_all.iter().all(has);
+            if any && all {
+                Ok(())
+            } else {
+                Err(Denial::insufficient_scope("role_missing"))
+            }
+        }
+    }
+}
