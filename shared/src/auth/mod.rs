@@ -4,6 +4,8 @@ pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod decision;
+pub mod identity;
+pub mod keys;
 pub mod rules;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,184 @@
+//! Carrying a verdict out on the request the host currently points at (the stream's
+//! own callback, or a waiting stream the root made current).
+
+use crate::state::{Lookup, VmState};
+use gatehouse_shared::attributes::{AUTH, CORRELATION_ID};
+use gatehouse_shared::auth::identity::{self, SignedRequest};
+use gatehouse_shared::auth::{decide, Denial, Identity, RequestView, Verdict};
+use gatehouse_shared::path::normalize;
+use log::debug;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MapType;
+
+/// What became of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Let through (headers already rewritten).
+    Continue,
+    /// Answered by the filter.
+    Responded,
+    /// Needs keys first.
+    Wait { provider: String, refetch: bool },
+}
+
+/// Decides the current request and applies the verdict.
+pub fn decide_and_apply(
+    state: &mut VmState,
+    headers: &[(String, Vec<u8>)],
+    now_ms: u64,
+    refetch_allowed: bool,
+) -> Applied {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+            .unwrap_or_default()
+    };
+    let method = header(":method");
+    let path = header(":path");
+    let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+    let settings = state.settings.clone();
+    let request = RequestView {
+        method: &method,
+        path: &path,
+        headers,
+    };
+    let verdict = decide(
+        &settings,
+        request,
+        &Lookup(&state.providers),
+        &mut state.cache,
+        now,
+        refetch_allowed,
+    );
+
+    match verdict {
+        Verdict::Allow { identity, .. } => {
+            state.metrics.allowed.add(1);
+            forward(state, headers, &method, &path, identity.as_ref(), now);
+            publish("allowed", None, identity.as_ref());
+            Applied::Continue
+        }
+        Verdict::ShadowDeny {
+            denial,
+            identity,
+            rule,
+        } => {
+            state.metrics.shadow_denied.add(1);
+            debug!(
+                "shadow denial rule={rule:?} status={} reason={}",
+                denial.status, denial.reason
+            );
+            forward(state, headers, &method, &path, identity.as_ref(), now);
+            publish("shadow_denied", Some(&denial.reason), identity.as_ref());
+            Applied::Continue
+        }
+        Verdict::Deny { denial, rule } => {
+            state.metrics.denied.add(1);
+            debug!(
+                "denied rule={rule:?} status={} reason={}",
+                denial.status, denial.reason
+            );
+            publish("denied", Some(&denial.reason), None);
+            respond(&denial, headers);
+            Applied::Responded
+        }
+        Verdict::WaitForKeys { provider } => Applied::Wait {
+            provider,
+            refetch: false,
+        },
+        Verdict::RefetchKeys { provider } => Applied::Wait {
+            provider,
+            refetch: true,
+        },
+    }
+}
+
+/// Removes spoofable identity headers, sets the trusted ones, and makes Envoy route
+/// on the normalized path the rule was matched against.
+fn forward(
+    state: &VmState,
+    headers: &[(String, Vec<u8>)],
+    method: &str,
+    path: &str,
+    identity: Option<&Identity>,
+    now: i64,
+) {
+    let settings = &state.settings;
+    let present: Vec<&str> = headers.iter().map(|(name, _)| name.as_str()).collect();
+    let mut credential_headers = vec!["authorization"];
+    if let Some(name) = &settings.credentials.header {
+        credential_headers.push(name);
+    }
+    if let Some(name) = settings
+        .api_keys
+        .as_ref()
+        .and_then(|keys| keys.header.as_ref())
+    {
+        credential_headers.push(name);
+    }
+    let normalized = normalize(path, false).ok();
+    let signed = normalized.as_ref().map(|normalized| SignedRequest {
+        method,
+        path: &normalized.path,
+        timestamp: now,
+    });
+    let plan = identity::plan(
+        &settings.identity,
+        &present,
+        identity,
+        &credential_headers,
+        signed,
+    );
+    for name in &plan.remove {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+    }
+    for (name, value) in &plan.set {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+    }
+    if let Some(normalized) = normalized {
+        let target = match &normalized.query {
+            Some(query) => format!("{}?{query}", normalized.path),
+            None => normalized.path.clone(),
+        };
+        if target != path {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(&target));
+        }
+    }
+}
+
+fn publish(result: &str, reason: Option<&str>, identity: Option<&Identity>) {
+    let outcome = identity::outcome(result, reason, identity);
+    if let Ok(json) = serde_json::to_string(&outcome) {
+        let _ = hostcalls::set_property(vec![AUTH], Some(json.as_bytes()));
+    }
+}
+
+/// Answers the request with the denial.
+pub fn respond(denial: &Denial, headers: &[(String, Vec<u8>)]) {
+    let correlation_id = hostcalls::get_property(vec![CORRELATION_ID])
+        .ok()
+        .flatten()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .or_else(|| {
+            headers
+                .iter()
+                .find(|(name, _)| name == "x-request-id")
+                .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+        })
+        .unwrap_or_default();
+    let body = denial.body(&correlation_id);
+    let challenge = denial.challenge();
+    let mut answer: Vec<(&str, &str)> = vec![
+        ("content-type", "application/json"),
+        ("cache-control", "no-store"),
+    ];
+    if let Some(challenge) = &challenge {
+        answer.push(("www-authenticate", challenge));
+    }
+    if denial.status == 503 {
+        answer.push(("retry-after", "5"));
+    }
+    let _ = hostcalls::send_http_response(u32::from(denial.status), answer, Some(body.as_bytes()));
+}

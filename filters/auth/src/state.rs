@@ -1,0 +1,89 @@
+//! What one VM knows: the settings, each provider's key set, verified tokens, and
+//! the requests waiting for keys.
+
+use crate::metrics::AuthMetrics;
+use gatehouse_shared::auth::config::Remote;
+use gatehouse_shared::auth::{AuthSettings, KeyLookup, ProviderKeys, TokenCache};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// A provider's keys in this VM, and its fetch bookkeeping.
+#[derive(Debug, Default)]
+pub struct ProviderState {
+    pub keys: Option<ProviderKeys>,
+    /// The shared-data version the keys were parsed from.
+    pub shared_version: Option<u32>,
+    /// A token named a key this set lacks.
+    pub refetch_wanted: bool,
+    /// The call in flight from this VM, and what it fetches.
+    pub in_flight: Option<(u32, Stage)>,
+}
+
+/// What a key fetch is waiting for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    Discovery,
+    Jwks(Remote),
+}
+
+/// A request paused until its provider's keys arrive.
+#[derive(Debug, Clone)]
+pub struct Waiter {
+    pub context_id: u32,
+    pub provider: String,
+    /// When to give up, ms since the epoch.
+    pub deadline_ms: u64,
+    /// The key generation it saw; a new one wakes it.
+    pub generation: Option<u64>,
+}
+
+pub struct VmState {
+    pub settings: Rc<AuthSettings>,
+    pub providers: BTreeMap<String, ProviderState>,
+    pub cache: TokenCache,
+    pub waiters: Vec<Waiter>,
+    pub metrics: AuthMetrics,
+}
+
+pub type SharedState = Rc<RefCell<VmState>>;
+
+impl VmState {
+    pub fn new(settings: Rc<AuthSettings>, metrics: AuthMetrics) -> Self {
+        let mut providers = BTreeMap::new();
+        for provider in &settings.providers {
+            let mut state = ProviderState::default();
+            if let Some(keys) = &provider.inline_keys {
+                state.keys = Some(ProviderKeys {
+                    keys: Rc::new(keys.clone()),
+                    generation: 1,
+                });
+            }
+            providers.insert(provider.name.clone(), state);
+        }
+        Self {
+            cache: TokenCache::new(settings.token_cache_entries),
+            settings,
+            providers,
+            waiters: Vec::new(),
+            metrics,
+        }
+    }
+
+    /// The generation of a provider's keys, if any are loaded.
+    pub fn generation(&self, provider: &str) -> Option<u64> {
+        self.providers
+            .get(provider)
+            .and_then(|state| state.keys.as_ref())
+            .map(|keys| keys.generation)
+    }
+}
+
+/// The key sets as the decision sees them.
+pub struct Lookup<'a>(pub &'a BTreeMap<String, ProviderState>);
+
+impl KeyLookup for Lookup<'_> {
+    fn keys(&self, provider: &str) -> Option<ProviderKeys> {
+        self.0.get(provider).and_then(|state| state.keys.clone())
+    }
+}
