@@ -18,11 +18,19 @@ ENVOY_CONFIGS := $(wildcard envoy-config/*/envoy.yaml) $(wildcard bench/envoy/*.
 
 export GATEHOUSE_ENVOY := $(abspath $(ENVOY))
 
-.PHONY: tools wasm-target envoy build test fmt-check clippy unit validate integration \
+.PHONY: tools wasm-target envoy python-helpers build test fmt-check clippy unit validate integration \
         demo swap bench jwt-vectors clean
 
-## tools: install the wasm target and the pinned Envoy (idempotent)
-tools: wasm-target envoy
+## tools: install the wasm target, the pinned Envoy and the test helpers (idempotent)
+tools: wasm-target envoy python-helpers
+
+# joserfc signs the integration tests' tokens: an independent JOSE implementation.
+PYTHON_HELPERS := joserfc==1.6.5 cryptography==48.0.0
+python-helpers: $(TOOLS)/.python-helpers
+
+$(TOOLS)/.python-helpers: $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PYTHON_HELPERS)
+	echo '$(PYTHON_HELPERS)' > $@
 
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -62,7 +70,7 @@ validate: envoy build
 	cargo run --quiet -p gatehouse-tests --bin gatehouse-demo -- --prepare
 	for config in $(ENVOY_CONFIGS); do $(ENVOY) --mode validate -c $$config -l warn; done
 
-integration: envoy build
+integration: tools build
 	GATEHOUSE_TEST_MODULES=$(abspath $(WASM_OUT)) cargo test -p gatehouse-tests -- --test-threads 4
 
 ## demo: build, then run the demo gateway in the foreground (Ctrl-C stops it)
@@ -78,8 +86,7 @@ bench: tools build
 	bench/run
 
 ## jwt-vectors: regenerate the JWT test vectors with independent implementations
-jwt-vectors: envoy
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'joserfc==1.6.5' 'cryptography==48.0.0'
+jwt-vectors: python-helpers
 	$(VENV)/bin/python shared/tests/data/generate_jwt_vectors.py
 
 clean:

@@ -21,6 +21,7 @@ pub struct GatewayBuilder {
     filters: Vec<FilterSpec>,
     backends: Vec<(String, SocketAddr)>,
     collector: Option<SocketAddr>,
+    clusters: Vec<(String, SocketAddr)>,
     native_after: Vec<Value>,
     workers: u32,
 }
@@ -42,6 +43,12 @@ impl GatewayBuilder {
     /// Routes `/<name>/...` to a backend at `address` (cluster `<name>`).
     pub fn backend(mut self, name: &str, address: SocketAddr) -> Self {
         self.backends.push((name.to_string(), address));
+        self
+    }
+
+    /// Adds a cluster with no route to it (a key-set server, a webhook receiver).
+    pub fn cluster(mut self, name: &str, address: SocketAddr) -> Self {
+        self.clusters.push((name.to_string(), address));
         self
     }
 
@@ -162,6 +169,11 @@ impl GatewayBuilder {
         if let Some(address) = self.collector {
             clusters.push(cluster("collector", address));
         }
+        clusters.extend(
+            self.clusters
+                .iter()
+                .map(|(name, address)| cluster(name, *address)),
+        );
 
         json!({
             "node": {"id": "gatehouse-test", "cluster": "gatehouse-test"},

@@ -11,6 +11,8 @@ pub mod demo;
 pub mod ecds;
 pub mod echo;
 pub mod envoy;
+pub mod jose;
+pub mod keyset;
 pub mod load;
 pub mod paths;
 mod runtime;

@@ -33,3 +33,10 @@ pub fn test_module(name: &str) -> PathBuf {
         .unwrap_or_else(|| root().join("target/wasm32-wasip1/release"));
     directory.join(format!("gatehouse_{name}.wasm"))
 }
+
+/// The Python of the tools folder (with joserfc), or `$GATEHOUSE_PYTHON`.
+pub fn python() -> PathBuf {
+    std::env::var_os("GATEHOUSE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".tools/venv/bin/python"))
+}

@@ -1,0 +1,424 @@
+//! The auth filter against a real Envoy: tokens signed by joserfc, key sets served
+//! by a key-set server, identity headers, rules, shadow mode, API keys.
+
+// Scenario helpers fail the scenario the same way its assertions do.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use gatehouse_tests::client::Response;
+use gatehouse_tests::ecds::FilterSpec;
+use gatehouse_tests::echo::EchoBackend;
+use gatehouse_tests::envoy::{Gateway, GatewayBuilder};
+use gatehouse_tests::jose::{jwks_of, now, KeyPair};
+use gatehouse_tests::keyset::{KeySetServer, Serve};
+use gatehouse_tests::{paths, wait_for};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const AUDIENCE: &str = "https://api.gatehouse.test";
+
+struct Scene {
+    key: KeyPair,
+    keys: KeySetServer,
+    accounts: EchoBackend,
+    _public: EchoBackend,
+    _analytics: EchoBackend,
+    gateway: Gateway,
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+fn auth_config(issuer: &str, key_source: Value) -> String {
+    let mut provider = json!({
+        "name": "test-idp",
+        "issuer": issuer,
+        "audiences": [AUDIENCE],
+        "algorithms": ["RS256", "ES256", "EdDSA"],
+        "refetch_cooldown_seconds": 1,
+    });
+    if let (Value::Object(provider), Value::Object(source)) = (&mut provider, key_source) {
+        provider.extend(source);
+    }
+    json!({
+        "providers": [provider],
+        "api_keys": {"header": "x-api-key", "keys": [
+            {"sha256": sha256_hex("demo-pro-key"), "consumer": "acme", "tier": "pro"},
+        ]},
+        "rules": [
+            {"name": "public", "path": {"prefix": "/public/"}, "access": "public"},
+            {"name": "close-account", "methods": ["POST"], "path": {"exact": "/accounts/close"},
+             "access": "roles", "roles_any": ["admin"]},
+            {"name": "accounts", "path": {"prefix": "/accounts/"}, "access": "authenticated"},
+            {"name": "analytics", "path": {"prefix": "/analytics/"}, "access": "authenticated", "credentials": ["api_key"]},
+        ],
+        "identity_headers": {"remove": ["x-internal-admin"]},
+        "key_wait_ms": 1500,
+    })
+    .to_string()
+}
+
+fn scene_with(key_source: impl Fn(&KeySetServer) -> Value) -> Scene {
+    let key = KeyPair::generate("RS256", "key-1").unwrap();
+    let keys = KeySetServer::start(key.jwks.clone()).unwrap();
+    let accounts = EchoBackend::start("accounts").unwrap();
+    let public = EchoBackend::start("public").unwrap();
+    let analytics = EchoBackend::start("analytics").unwrap();
+    let config = auth_config(&keys.issuer(), key_source(&keys));
+    let gateway = GatewayBuilder::new()
+        .filter(FilterSpec::new("audit", paths::module("audit"), "{}"))
+        .filter(FilterSpec::new("auth", paths::module("auth"), &config))
+        .backend("accounts", accounts.address())
+        .backend("public", public.address())
+        .backend("analytics", analytics.address())
+        .cluster("idp", keys.address())
+        .start()
+        .unwrap();
+    Scene {
+        key,
+        keys,
+        accounts,
+        _public: public,
+        _analytics: analytics,
+        gateway,
+    }
+}
+
+fn scene() -> Scene {
+    scene_with(|_| json!({"jwks_uri": {"cluster": "idp", "path": "/jwks"}}))
+}
+
+impl Scene {
+    fn token(&self, subject: &str, roles: &[&str]) -> String {
+        self.key.sign(&self.claims(subject, roles)).unwrap()
+    }
+
+    fn claims(&self, subject: &str, roles: &[&str]) -> Value {
+        json!({"iss": self.keys.issuer(), "aud": AUDIENCE, "sub": subject, "roles": roles,
+               "iat": now(), "exp": now() + 300})
+    }
+
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut request = format!("{method} {path} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if method == "POST" {
+            request.push_str("content-length: 0\r\n");
+        }
+        request.push_str("\r\n");
+        gatehouse_tests::client::raw(self.gateway.address(), request.as_bytes()).unwrap()
+    }
+}
+
+fn backend_headers(response: &Response) -> Value {
+    serde_json::from_str::<Value>(&response.body).unwrap()["headers"].clone()
+}
+
+#[test]
+fn valid_token_reaches_the_backend_with_trusted_identity_only() {
+    let scene = scene();
+    let bearer = format!("Bearer {}", scene.token("alice", &["user"]));
+
+    let response = scene.request(
+        "GET",
+        "/accounts/42",
+        &[
+            ("authorization", &bearer),
+            ("x-user-id", "root"),
+            ("x-user-role", "admin"),
+            ("x-internal-admin", "1"),
+        ],
+    );
+
+    assert_eq!(response.status, 200, "{response:?}");
+    let seen = backend_headers(&response);
+    assert_eq!(seen["x-user-id"], "alice");
+    assert_eq!(seen["x-user-role"], "user");
+    assert_eq!(seen["x-consumer-id"], "alice");
+    assert!(
+        seen.get("x-internal-admin").is_none(),
+        "configured extra header removed"
+    );
+    let id = response.header("x-correlation-id").unwrap();
+    let record = &scene.gateway.records_for(id, 1)[0];
+    assert_eq!(record["auth_result"], "allowed");
+    assert_eq!(record["consumer"], "alice");
+    assert_eq!(record["roles"], json!(["user"]));
+}
+
+#[test]
+fn missing_and_bad_credentials_get_rfc_6750_answers_and_never_reach_the_backend() {
+    let scene = scene();
+    let missing = scene.request("GET", "/accounts/42", &[]);
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.header("www-authenticate"), Some("Bearer"));
+    let body: Value = serde_json::from_str(&missing.body).unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(
+        body["correlation_id"],
+        missing.header("x-correlation-id").unwrap()
+    );
+    let record = &scene
+        .gateway
+        .records_for(missing.header("x-correlation-id").unwrap(), 1)[0];
+    assert_eq!(
+        (record["status"].as_u64(), record["auth_reason"].as_str()),
+        (Some(401), Some("credential_missing"))
+    );
+
+    let expired = scene
+        .key
+        .sign(
+            &json!({"iss": scene.keys.issuer(), "aud": AUDIENCE, "sub": "alice",
+                                          "iat": now() - 4000, "exp": now() - 3000}),
+        )
+        .unwrap();
+    let other_key = KeyPair::generate("RS256", "key-1")
+        .unwrap()
+        .sign(&scene.claims("mallory", &["admin"]))
+        .unwrap();
+    let cases = [
+        (format!("Bearer {expired}"), "token_expired"),
+        (format!("Bearer {other_key}"), "signature_invalid"),
+        ("Bearer not.a.token".to_string(), "issuer_unknown"),
+        ("Basic YWxpY2U6cGFzcw==".to_string(), "credential_malformed"),
+    ];
+    for (authorization, reason) in cases {
+        let response = scene.request("GET", "/accounts/42", &[("authorization", &authorization)]);
+        assert_eq!(response.status, 401, "{reason}");
+        let challenge = response.header("www-authenticate").unwrap();
+        assert!(challenge.starts_with("Bearer error="), "{challenge}");
+        assert!(
+            !response.body.contains(&authorization[7..]),
+            "no token in the answer"
+        );
+        let record = &scene
+            .gateway
+            .records_for(response.header("x-correlation-id").unwrap(), 1)[0];
+        assert_eq!(record["auth_reason"], reason);
+    }
+    assert_eq!(
+        scene.accounts.requests(),
+        0,
+        "no denial reaches the backend"
+    );
+}
+
+#[test]
+fn roles_decide_the_admin_route_however_its_path_is_spelled() {
+    let scene = scene();
+    let user = format!("Bearer {}", scene.token("alice", &["user"]));
+    let admin = format!("Bearer {}", scene.token("root", &["admin"]));
+
+    let allowed = scene.request("POST", "/accounts/close", &[("authorization", &admin)]);
+    assert_eq!(allowed.status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&allowed.body).unwrap()["path"],
+        "/accounts/close"
+    );
+    let before = scene.accounts.requests();
+
+    let variants = [
+        ("/accounts/close", 403),
+        ("//accounts/close", 403),
+        ("/accounts/./close", 403),
+        ("/accounts/x/../close", 403),
+        ("/accounts/%63lose", 403),
+        ("/accounts/close/", 403),
+        ("/ACCOUNTS/close", 403),
+        ("/accounts%2Fclose", 400),
+        ("/accounts/close;x", 400),
+    ];
+    for (path, status) in variants {
+        let response = scene.request("POST", path, &[("authorization", &user)]);
+        assert_eq!(response.status, status, "POST {path}: {}", response.body);
+        if status == 403 {
+            assert!(response
+                .header("www-authenticate")
+                .unwrap()
+                .contains("insufficient_scope"));
+        }
+    }
+    assert_eq!(
+        scene.accounts.requests(),
+        before,
+        "no variant reached the backend"
+    );
+}
+
+#[test]
+fn api_keys_identify_consumers_and_their_tier() {
+    let scene = scene();
+    let response = scene
+        .gateway
+        .get("/analytics/report", &[("x-api-key", "demo-pro-key")])
+        .unwrap();
+    assert_eq!(response.status, 200);
+    let seen = backend_headers(&response);
+    assert_eq!(
+        (
+            seen["x-consumer-id"].as_str(),
+            seen["x-consumer-tier"].as_str()
+        ),
+        (Some("acme"), Some("pro"))
+    );
+
+    let wrong = scene
+        .gateway
+        .get("/analytics/report", &[("x-api-key", "demo-pro-kez")])
+        .unwrap();
+    assert_eq!(wrong.status, 401);
+    let token = format!("Bearer {}", scene.token("alice", &["user"]));
+    let not_here = scene
+        .gateway
+        .get("/analytics/report", &[("authorization", &token)])
+        .unwrap();
+    assert_eq!(not_here.status, 401, "this route takes API keys only");
+    let both = scene
+        .gateway
+        .get(
+            "/analytics/report",
+            &[("authorization", &token), ("x-api-key", "demo-pro-key")],
+        )
+        .unwrap();
+    assert_eq!(both.status, 401, "two credentials are refused");
+}
+
+#[test]
+fn rotated_keys_are_picked_up_after_one_refetch_and_removed_keys_refused() {
+    let scene = scene();
+    let old = format!("Bearer {}", scene.token("alice", &["user"]));
+    assert_eq!(
+        scene
+            .request("GET", "/accounts/1", &[("authorization", &old)])
+            .status,
+        200
+    );
+
+    let new_key = KeyPair::generate("ES256", "key-2").unwrap();
+    scene.keys.set_jwks(jwks_of(&[&new_key]));
+    let fetches = scene.keys.fetches();
+    let new = format!(
+        "Bearer {}",
+        new_key.sign(&scene.claims("bob", &["user"])).unwrap()
+    );
+
+    let response = scene.request("GET", "/accounts/1", &[("authorization", &new)]);
+    assert_eq!(
+        response.status, 200,
+        "new kid accepted after a refetch: {}",
+        response.body
+    );
+    assert!(scene.keys.fetches() > fetches);
+    assert_eq!(backend_headers(&response)["x-user-id"], "bob");
+
+    // The old key left the set: its tokens (even one seen before) are refused.
+    let refused = wait_for(Duration::from_secs(5), || {
+        (scene
+            .request("GET", "/accounts/1", &[("authorization", &old)])
+            .status
+            == 401)
+            .then_some(())
+    });
+    assert!(refused.is_some(), "a token of a removed key is refused");
+}
+
+#[test]
+fn key_set_server_failures_keep_the_last_good_keys() {
+    let scene = scene();
+    let bearer = format!("Bearer {}", scene.token("alice", &["user"]));
+    assert_eq!(
+        scene
+            .request("GET", "/accounts/1", &[("authorization", &bearer)])
+            .status,
+        200
+    );
+
+    for serve in [
+        Serve::Status(500),
+        Serve::Garbage,
+        Serve::Huge(10 << 20),
+        Serve::Slow(Duration::from_secs(8)),
+    ] {
+        scene.keys.set_serve(serve.clone());
+        // An unknown kid forces a refetch against the failing server.
+        let stranger =
+            KeyPair::generate("ES256", format!("k-{}", scene.keys.fetches()).as_str()).unwrap();
+        let token = format!(
+            "Bearer {}",
+            stranger.sign(&scene.claims("eve", &["user"])).unwrap()
+        );
+        let response = scene.request("GET", "/accounts/1", &[("authorization", &token)]);
+        assert_eq!(response.status, 401, "{serve:?}: {}", response.body);
+        assert_eq!(
+            scene
+                .request("GET", "/accounts/1", &[("authorization", &bearer)])
+                .status,
+            200,
+            "{serve:?}"
+        );
+    }
+    let failures = scene
+        .gateway
+        .metric("gatehouse_auth_key_fetch_failures_total")
+        .unwrap();
+    assert!(failures >= 2.0, "failures counted: {failures}");
+}
+
+#[test]
+fn requests_wait_for_the_first_key_set_then_get_503() {
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let key = KeyPair::generate("RS256", "key-1").unwrap();
+    let accounts = EchoBackend::start("accounts").unwrap();
+    let config = auth_config(
+        "http://idp.test",
+        json!({"jwks_uri": {"cluster": "idp", "path": "/jwks"}}),
+    );
+    let gateway = GatewayBuilder::new()
+        .filter(FilterSpec::new("audit", paths::module("audit"), "{}"))
+        .filter(FilterSpec::new("auth", paths::module("auth"), &config))
+        .backend("accounts", accounts.address())
+        .cluster("idp", down)
+        .start()
+        .unwrap();
+    let token = key
+        .sign(&json!({"iss": "http://idp.test", "aud": AUDIENCE, "sub": "a", "exp": now() + 60}))
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let response = gateway
+        .get(
+            "/accounts/1",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .unwrap();
+    assert_eq!(response.status, 503, "{response:?}");
+    assert!(response.header("retry-after").is_some());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "it waited for keys first"
+    );
+    assert_eq!(accounts.requests(), 0);
+    // Routes that need no key set are not held up.
+    let public = gateway.get("/public/x", &[]).unwrap();
+    assert_eq!(
+        public.status, 404,
+        "no public backend here, but the filter let it pass"
+    );
+}
+
+#[test]
+fn discovery_finds_the_key_set() {
+    let scene = scene_with(|_| json!({"discovery": {"cluster": "idp"}}));
+    let bearer = format!("Bearer {}", scene.token("alice", &["user"]));
+    let response = scene.request("GET", "/accounts/1", &[("authorization", &bearer)]);
+    assert_eq!(response.status, 200, "{}", response.body);
+}
