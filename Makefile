@@ -18,15 +18,21 @@ ENVOY_CONFIGS := $(wildcard envoy-config/*/envoy.yaml) $(wildcard bench/envoy/*.
 
 export GATEHOUSE_ENVOY := $(abspath $(ENVOY))
 
-.PHONY: tools wasm-target envoy python-helpers build test fmt-check clippy unit validate integration \
+.PHONY: tools wasm-target envoy python-helpers idp-deps token build test fmt-check clippy unit validate integration \
         demo swap bench jwt-vectors clean
 
 ## tools: install the wasm target, the pinned Envoy and the test helpers (idempotent)
-tools: wasm-target envoy python-helpers
+tools: wasm-target envoy python-helpers idp-deps
 
 # joserfc signs the integration tests' tokens: an independent JOSE implementation.
 PYTHON_HELPERS := joserfc==1.6.5 cryptography==48.0.0
 python-helpers: $(TOOLS)/.python-helpers
+
+# The demo and test identity provider (oidc-provider, pinned by idp/package-lock.json).
+idp-deps: idp/node_modules/.package-lock.json
+
+idp/node_modules/.package-lock.json: idp/package.json idp/package-lock.json
+	cd idp && npm ci --no-audit --no-fund --loglevel=error
 
 $(TOOLS)/.python-helpers: $(ENVOY)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PYTHON_HELPERS)
@@ -76,6 +82,10 @@ integration: tools build
 ## demo: build, then run the demo gateway in the foreground (Ctrl-C stops it)
 demo: tools build
 	cargo run -p gatehouse-tests --bin gatehouse-demo
+
+## token CLIENT=demo-admin: a fresh access token from the running demo's identity provider
+token: idp-deps
+	@node idp/token.mjs $(or $(CLIENT),demo-user)
 
 ## swap FILTER=audit [CONFIG=file.json]: replace a filter in the running demo
 swap: build

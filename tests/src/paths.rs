@@ -40,3 +40,10 @@ pub fn python() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join(".tools/venv/bin/python"))
 }
+
+/// Node, for the identity provider: `$GATEHOUSE_NODE` or `node` on the PATH.
+pub fn node() -> PathBuf {
+    std::env::var_os("GATEHOUSE_NODE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("node"))
+}

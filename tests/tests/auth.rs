@@ -422,3 +422,118 @@ fn discovery_finds_the_key_set() {
     let response = scene.request("GET", "/accounts/1", &[("authorization", &bearer)]);
     assert_eq!(response.status, 200, "{}", response.body);
 }
+
+/// The real identity provider: oidc-provider issuing client-credentials tokens,
+/// found by discovery, rotating its key.
+mod identity_provider {
+    use super::*;
+    use gatehouse_tests::idp::Idp;
+
+    fn gateway(idp: &Idp, accounts: &EchoBackend) -> Gateway {
+        let config = json!({
+            "providers": [{
+                "name": "demo-idp",
+                "issuer": idp.issuer(),
+                "audiences": ["https://api.gatehouse.demo"],
+                "algorithms": ["RS256"],
+                "discovery": {"cluster": "idp"},
+                "refetch_cooldown_seconds": 1,
+            }],
+            "rules": [
+                {"name": "close-account", "methods": ["POST"], "path": {"exact": "/accounts/close"},
+                 "access": "roles", "roles_any": ["admin"]},
+                {"name": "accounts", "path": {"prefix": "/accounts/"}, "access": "authenticated"},
+            ],
+        });
+        GatewayBuilder::new()
+            .filter(FilterSpec::new("audit", paths::module("audit"), "{}"))
+            .filter(FilterSpec::new(
+                "auth",
+                paths::module("auth"),
+                &config.to_string(),
+            ))
+            .backend("accounts", accounts.address())
+            .cluster("idp", idp.address())
+            .start()
+            .unwrap()
+    }
+
+    fn post_close(gateway: &Gateway, token: &str) -> Response {
+        let request = format!(
+            "POST /accounts/close HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {token}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        gatehouse_tests::client::raw(gateway.address(), request.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn admin_may_close_accounts_and_user_may_not() {
+        let idp = Idp::start(0, "RS256").unwrap();
+        let accounts = EchoBackend::start("accounts").unwrap();
+        let gateway = gateway(&idp, &accounts);
+
+        let admin = post_close(&gateway, &idp.token("demo-admin").unwrap());
+        assert_eq!(admin.status, 200, "{}", admin.body);
+        assert_eq!(backend_headers(&admin)["x-user-id"], "demo-admin");
+        let user = post_close(&gateway, &idp.token("demo-user").unwrap());
+        assert_eq!(user.status, 403, "{}", user.body);
+        let read = gateway
+            .get(
+                "/accounts/1",
+                &[(
+                    "authorization",
+                    &format!("Bearer {}", idp.token("demo-user").unwrap()),
+                )],
+            )
+            .unwrap();
+        assert_eq!(read.status, 200);
+    }
+
+    #[test]
+    fn provider_key_rotation_is_followed() {
+        let idp = Idp::start(0, "RS256").unwrap();
+        let accounts = EchoBackend::start("accounts").unwrap();
+        let gateway = gateway(&idp, &accounts);
+        let before = idp.token("demo-user").unwrap();
+        let bearer = |token: &str| format!("Bearer {token}");
+        assert_eq!(
+            gateway
+                .get("/accounts/1", &[("authorization", &bearer(&before))])
+                .unwrap()
+                .status,
+            200
+        );
+
+        // New key first, old key still published: both verify.
+        idp.rotate(true).unwrap();
+        let after = idp.token("demo-user").unwrap();
+        assert_eq!(
+            gateway
+                .get("/accounts/1", &[("authorization", &bearer(&after))])
+                .unwrap()
+                .status,
+            200
+        );
+        assert_eq!(
+            gateway
+                .get("/accounts/1", &[("authorization", &bearer(&before))])
+                .unwrap()
+                .status,
+            200
+        );
+
+        // Old key dropped: its tokens are refused once the set is fetched again.
+        idp.rotate(false).unwrap();
+        let latest = idp.token("demo-user").unwrap();
+        assert_eq!(
+            gateway
+                .get("/accounts/1", &[("authorization", &bearer(&latest))])
+                .unwrap()
+                .status,
+            200
+        );
+        let refused = gateway
+            .get("/accounts/1", &[("authorization", &bearer(&before))])
+            .unwrap();
+        assert_eq!(refused.status, 401, "{}", refused.body);
+    }
+}
