@@ -7,10 +7,17 @@ use std::path::PathBuf;
 
 /// Echo backends of the demo: name and address, as `envoy-config/demo/envoy.yaml`
 /// names them.
-pub const BACKENDS: [(&str, &str); 1] = [("public", "127.0.0.1:18101")];
+pub const BACKENDS: [(&str, &str); 3] = [
+    ("public", "127.0.0.1:18101"),
+    ("accounts", "127.0.0.1:18102"),
+    ("analytics", "127.0.0.1:18103"),
+];
 
 /// Filters of the demo, in request order.
-pub const FILTERS: [&str; 1] = ["audit"];
+pub const FILTERS: [&str; 2] = ["audit", "auth"];
+
+/// The demo identity provider's port (its issuer is `http://127.0.0.1:18300`).
+pub const IDP_PORT: u16 = 18300;
 
 /// The gateway listener and admin interface.
 pub const GATEWAY: &str = "127.0.0.1:8080";
@@ -41,6 +48,7 @@ pub fn config_path(filter: &str) -> PathBuf {
 pub fn validate(filter: &str, config: &[u8]) -> Result<()> {
     let outcome = match filter {
         "audit" => gatehouse_shared::audit::AuditSettings::from_json(config).map(|_| ()),
+        "auth" => gatehouse_shared::auth::AuthSettings::from_json(config).map(|_| ()),
         other => return Err(HarnessError(format!("unknown filter {other:?}"))),
     };
     outcome.map_err(|error| HarnessError(format!("{filter} configuration refused: {error}")))

@@ -4,11 +4,28 @@
 //!
 //! `gatehouse-demo --prepare` only writes the resources (for `envoy --mode validate`).
 
-use gatehouse_tests::demo::{self, ADMIN, BACKENDS, GATEWAY};
+use gatehouse_tests::demo::{self, ADMIN, BACKENDS, GATEWAY, IDP_PORT};
 use gatehouse_tests::echo::EchoBackend;
+use gatehouse_tests::idp::Idp;
 use gatehouse_tests::{client, paths, wait_for, Context, HarnessError, Result};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
+
+/// What the demo suggests trying, once it is up.
+const TRY: &str = r#"Try:
+  curl -i http://{GATEWAY}/public/echo
+  curl -i http://{GATEWAY}/public/echo -H 'x-correlation-id: 0f8fad5b-d9cb-469f-a165-70867728950e'
+  curl -i http://{GATEWAY}/nowhere                  # no rule allows it: 403, still with an id
+  curl -i http://{GATEWAY}/accounts/42              # 401: a token is needed
+  curl -i http://{GATEWAY}/accounts/42 -H "authorization: Bearer $(make -s token CLIENT=demo-user)"
+  curl -i -X POST http://{GATEWAY}/accounts/close -H "authorization: Bearer $(make -s token CLIENT=demo-user)"   # 403
+  curl -i -X POST http://{GATEWAY}/accounts/close -H "authorization: Bearer $(make -s token CLIENT=demo-admin)"  # 200
+  curl -i http://{GATEWAY}/analytics/report -H 'x-api-key: demo-pro-key'
+  tail -f target/demo/audit.jsonl                    # one audit record per request
+  curl -s http://{ADMIN}/stats/prometheus | grep gatehouse_
+  make swap FILTER=auth CONFIG=path/to/auth.json     # hot swap, no restart
+Ctrl-C stops everything.
+"#;
 
 fn main() -> ExitCode {
     match run() {
@@ -26,6 +43,7 @@ fn run() -> Result<()> {
         return Ok(());
     }
 
+    let idp = Idp::start(IDP_PORT, "RS256")?;
     let backends: Vec<EchoBackend> = BACKENDS
         .iter()
         .map(|(name, address)| EchoBackend::start_on(name, address))
@@ -66,22 +84,20 @@ fn run() -> Result<()> {
 
     let names: Vec<&str> = backends.iter().map(EchoBackend::name).collect();
     println!(
-        "\ngatehouse demo is up: gateway http://{GATEWAY}, admin http://{ADMIN}, backends {names:?}\n\
-         Try:\n\
-         \x20 curl -i http://{GATEWAY}/public/echo\n\
-         \x20 curl -i http://{GATEWAY}/public/echo -H 'x-correlation-id: 0f8fad5b-d9cb-469f-a165-70867728950e'\n\
-         \x20 curl -i 'http://{GATEWAY}/public/echo?token=secret' -H 'x-api-key: demo-pro-key'\n\
-         \x20 curl -i http://{GATEWAY}/nowhere                      # Envoy's 404, still with an id\n\
-         \x20 tail -f target/demo/audit.jsonl                        # one audit record per request\n\
-         \x20 curl -s http://{ADMIN}/stats/prometheus | grep gatehouse_\n\
-         \x20 make swap FILTER=audit CONFIG=path/to/audit.json      # hot swap, no restart\n\
-         Ctrl-C stops everything.\n"
+        "\ngatehouse demo is up: gateway http://{GATEWAY}, admin http://{ADMIN}, \
+         backends {names:?}, identity provider {}",
+        idp.issuer()
+    );
+    println!(
+        "{}",
+        TRY.replace("{GATEWAY}", GATEWAY).replace("{ADMIN}", ADMIN)
     );
 
     // Envoy gets Ctrl-C's SIGINT with the rest of the terminal's process group and
     // shuts down; the backends stop when this process returns.
     let status = envoy.wait().context("wait for envoy")?;
     drop(backends);
+    drop(idp);
     println!("gatehouse demo stopped (envoy {status})");
     Ok(())
 }
