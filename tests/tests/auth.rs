@@ -537,3 +537,206 @@ mod identity_provider {
         assert_eq!(refused.status, 401, "{}", refused.body);
     }
 }
+
+/// Shadow mode, spoofed headers, other credential places, the signed identity.
+mod hardening {
+    use super::*;
+
+    fn gateway_with(config: Value, key: &KeyPair) -> (Gateway, EchoBackend) {
+        let accounts = EchoBackend::start("accounts").unwrap();
+        let mut config = config;
+        config["providers"] = json!([{
+            "name": "inline", "issuer": "https://issuer.test", "audiences": [AUDIENCE],
+            "algorithms": ["ES256"], "jwks": key.jwks,
+        }]);
+        let gateway = GatewayBuilder::new()
+            .filter(FilterSpec::new("audit", paths::module("audit"), "{}"))
+            .filter(FilterSpec::new(
+                "auth",
+                paths::module("auth"),
+                &config.to_string(),
+            ))
+            .backend("accounts", accounts.address())
+            .start()
+            .unwrap();
+        (gateway, accounts)
+    }
+
+    fn token(key: &KeyPair, subject: &str, roles: &[&str]) -> String {
+        key.sign(
+            &json!({"iss": "https://issuer.test", "aud": AUDIENCE, "sub": subject, "roles": roles,
+                         "iat": now(), "exp": now() + 300}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn shadow_mode_lets_would_be_denials_through_without_trusting_them() {
+        let key = KeyPair::generate("ES256", "inline-1").unwrap();
+        let config = json!({"mode": "shadow", "rules": [
+            {"name": "admins", "path": {"prefix": "/accounts/"}, "access": "roles", "roles_any": ["admin"]}]});
+        let (gateway, accounts) = gateway_with(config, &key);
+
+        let user = format!("Bearer {}", token(&key, "alice", &["user"]));
+        let response = gateway
+            .get(
+                "/accounts/1",
+                &[("authorization", &user), ("x-user-id", "root")],
+            )
+            .unwrap();
+        assert_eq!(response.status, 200);
+        let seen = backend_headers(&response);
+        assert_eq!(
+            seen["x-user-id"], "alice",
+            "a valid credential still sets the identity"
+        );
+        let record = &gateway.records_for(response.header("x-correlation-id").unwrap(), 1)[0];
+        assert_eq!(
+            (
+                record["auth_result"].as_str(),
+                record["auth_reason"].as_str()
+            ),
+            (Some("shadow_denied"), Some("role_missing"))
+        );
+
+        let forged = format!("Bearer {}", KeyPair::generate("ES256", "inline-1").unwrap().sign(&json!({"iss": "https://issuer.test", "aud": AUDIENCE, "sub": "root", "roles": ["admin"], "exp": now() + 60})).unwrap());
+        let response = gateway
+            .get(
+                "/accounts/1",
+                &[
+                    ("authorization", &forged),
+                    ("x-user-id", "root"),
+                    ("x-user-role", "admin"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(response.status, 200, "shadow: passes");
+        let seen = backend_headers(&response);
+        assert!(
+            seen.get("x-user-id").is_none() && seen.get("x-user-role").is_none(),
+            "no identity from an invalid credential: {seen}"
+        );
+        assert_eq!(
+            gateway
+                .metric("gatehouse_auth_shadow_denied_total")
+                .unwrap(),
+            2.0
+        );
+        assert_eq!(accounts.requests(), 2);
+    }
+
+    #[test]
+    fn spoofed_identity_and_proxy_headers_change_nothing() {
+        let key = KeyPair::generate("ES256", "inline-1").unwrap();
+        let config = json!({"rules": [
+            {"name": "public", "path": {"prefix": "/accounts/public/"}, "access": "public"},
+            {"name": "admins", "path": {"prefix": "/accounts/"}, "access": "roles", "roles_any": ["admin"]}]});
+        let (gateway, accounts) = gateway_with(config, &key);
+        let spoofed = [
+            ("x-user-id", "root"),
+            ("x-user-role", "admin"),
+            ("x-consumer-id", "root"),
+            ("x-consumer-tier", "enterprise"),
+            ("x-gatehouse-identity", "t=1,v1=00"),
+            ("x-envoy-original-path", "/accounts/public/x"),
+            ("x-envoy-internal", "true"),
+            ("x-forwarded-for", "127.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-original-url", "/accounts/public/x"),
+            ("x-rewrite-url", "/accounts/public/x"),
+        ];
+
+        let public = gateway.get("/accounts/public/x", &spoofed).unwrap();
+        assert_eq!(public.status, 200);
+        let seen = backend_headers(&public);
+        for name in [
+            "x-user-id",
+            "x-user-role",
+            "x-consumer-id",
+            "x-consumer-tier",
+            "x-gatehouse-identity",
+        ] {
+            assert!(
+                seen.get(name).is_none(),
+                "{name} reached the backend on a public route"
+            );
+        }
+        let denied = gateway.get("/accounts/secret", &spoofed).unwrap();
+        assert_eq!(denied.status, 401, "proxy headers do not move the decision");
+        let user = format!("Bearer {}", token(&key, "alice", &["user"]));
+        let mut with_user = spoofed.to_vec();
+        with_user.push(("authorization", &user));
+        assert_eq!(
+            gateway.get("/accounts/secret", &with_user).unwrap().status,
+            403
+        );
+        assert_eq!(
+            accounts.requests(),
+            1,
+            "only the public request reached the backend"
+        );
+    }
+
+    #[test]
+    fn tokens_from_other_places_and_the_signed_identity() {
+        let key = KeyPair::generate("ES256", "inline-1").unwrap();
+        let secret = "identity-signing-secret-for-tests-0001";
+        let config = json!({
+            "credentials": {"bearer": true, "query_parameter": "access_token", "cookie": "session"},
+            "rules": [{"name": "any", "path": {"prefix": "/accounts/"}, "access": "authenticated"}],
+            "identity_headers": {"signature": {"secret": secret}, "strip_credential": true},
+        });
+        let (gateway, _accounts) = gateway_with(config, &key);
+        let token = token(&key, "alice", &["user", "billing"]);
+
+        let by_query = gateway
+            .get(&format!("/accounts/1?access_token={token}"), &[])
+            .unwrap();
+        assert_eq!(by_query.status, 200);
+        let by_cookie = gateway
+            .get(
+                "/accounts/1",
+                &[("cookie", &format!("theme=dark; session={token}"))],
+            )
+            .unwrap();
+        assert_eq!(by_cookie.status, 200);
+        let twice = gateway
+            .get(
+                &format!("/accounts/1?access_token={token}"),
+                &[("authorization", &format!("Bearer {token}"))],
+            )
+            .unwrap();
+        assert_eq!(twice.status, 401, "header plus query token is refused");
+
+        let response = gateway
+            .get(
+                "/accounts/7",
+                &[("authorization", &format!("Bearer {token}"))],
+            )
+            .unwrap();
+        assert_eq!(response.status, 200);
+        let seen = backend_headers(&response);
+        assert!(
+            seen.get("authorization").is_none(),
+            "the credential was stripped"
+        );
+        let signature = seen["x-gatehouse-identity"].as_str().unwrap();
+        let (timestamp, mac) = signature
+            .strip_prefix("t=")
+            .unwrap()
+            .split_once(",v1=")
+            .unwrap();
+        let message = format!("v1\nalice\nuser,billing\n\nGET\n/accounts/7\n{timestamp}");
+        use hmac::Mac;
+        let mut expected = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        expected.update(message.as_bytes());
+        let hex: String = expected
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        assert_eq!(mac, hex, "a backend can check what the gateway asserted");
+        assert!((timestamp.parse::<i64>().unwrap() - now()).abs() < 30);
+    }
+}

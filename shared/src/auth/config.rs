@@ -768,7 +768,12 @@ fn identity_settings(raw: RawIdentityHeaders) -> Result<IdentityHeaders, ConfigE
         tier.clone(),
     ];
     let signature = match raw.signature {
-        None => None,
+        None => {
+            // Removed even when the gateway does not sign: a backend must never see
+            // a signature the gateway did not make.
+            removed.push(default_signature_header());
+            None
+        }
         Some(signature) => {
             let header = check_header_name("identity_headers.signature.header", &signature.header)?;
             if signature.secret.len() < 32 {
