@@ -11,6 +11,8 @@ pub struct AuthMetrics {
     pub key_fetch_failures: Metric,
     pub key_waits: Metric,
     pub key_wait_timeouts: Metric,
+    /// Seconds since the oldest of the filter's fetched key sets was loaded.
+    pub key_age: Metric,
 }
 
 impl AuthMetrics {
@@ -23,6 +25,7 @@ impl AuthMetrics {
             key_fetch_failures: Metric::counter("gatehouse_auth_key_fetch_failures_total"),
             key_waits: Metric::counter("gatehouse_auth_key_waits_total"),
             key_wait_timeouts: Metric::counter("gatehouse_auth_key_wait_timeouts_total"),
+            key_age: Metric::gauge("gatehouse_auth_key_age_seconds"),
         }
     }
 }

@@ -32,6 +32,10 @@ fn jwks_key(provider: &str) -> String {
     format!("gatehouse.auth.{provider}.jwks")
 }
 
+fn loaded_key(provider: &str) -> String {
+    format!("gatehouse.auth.{provider}.loaded_at")
+}
+
 fn attempt_key(provider: &str) -> String {
     format!("gatehouse.auth.{provider}.attempt")
 }
@@ -124,6 +128,7 @@ impl RootContext for AuthRoot {
         let now_ms = HostClock.now_millis();
         self.sync_and_wake(&state, now_ms);
         self.fetch_due_keys(&state, now_ms);
+        report_key_age(&state, now_ms);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -133,6 +138,26 @@ impl RootContext for AuthRoot {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// The age of the oldest fetched key set, for the gauge.
+fn report_key_age(state: &SharedState, now_ms: u64) {
+    let vm = state.borrow();
+    let oldest = vm
+        .settings
+        .providers
+        .iter()
+        .filter(|provider| provider.source != KeySource::Inline)
+        .filter_map(
+            |provider| match hostcalls::get_shared_data(&loaded_key(&provider.name)) {
+                Ok((Some(bytes), _)) => bytes.as_slice().try_into().ok().map(u64::from_le_bytes),
+                _ => None,
+            },
+        )
+        .min();
+    if let Some(loaded) = oldest {
+        vm.metrics.key_age.set(now_ms.saturating_sub(loaded) / 1000);
     }
 }
 
@@ -165,6 +190,12 @@ impl AuthRoot {
                 }
                 hostcalls::set_shared_data(&jwks_key(name), Some(body), None)
                     .map_err(|status| format!("shared data refused the key set: {status:?}"))?;
+                let now_ms = HostClock.now_millis();
+                let _ = hostcalls::set_shared_data(
+                    &loaded_key(name),
+                    Some(&now_ms.to_le_bytes()),
+                    None,
+                );
                 state.borrow().metrics.key_fetches.add(1);
                 info!("key set loaded provider={name} keys={}", keys.keys.len());
                 Ok(())

@@ -104,6 +104,15 @@ impl Metric {
     }
 }
 
+impl Metric {
+    /// Sets a gauge to `value` (every VM writes the same shared gauge).
+    pub fn set(&self, value: u64) {
+        if let Some(id) = self.id {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+}
+
 /// Converts a count to a metric delta, saturating.
 pub fn delta(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
