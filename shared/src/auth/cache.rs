@@ -1,9 +1,16 @@
 //! A bounded cache of verified tokens, per VM: a repeated token costs a lookup, not
-//! a signature check. Keyed by the SHA-256 of the token, so tokens are not kept.
+//! a signature check.
+//!
+//! Keyed by the token itself (std's keyed SipHash, then an exact comparison), which
+//! inside the VM costs a fraction of a SHA-256 of the token and cannot collide.
+//! Tokens longer than `MAX_CACHED_TOKEN_BYTES` are verified every time, so memory
+//! stays under `capacity x 4 KiB` per VM.
 
 use super::decision::Identity;
-use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
+
+/// Longest token kept in the cache, in bytes.
+pub const MAX_CACHED_TOKEN_BYTES: usize = 4096;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -18,13 +25,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct TokenCache {
     capacity: usize,
-    entries: HashMap<[u8; 32], Entry>,
-    order: VecDeque<[u8; 32]>,
-}
-
-/// The cache key of a token.
-pub fn token_digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+    entries: HashMap<String, Entry>,
+    order: VecDeque<String>,
 }
 
 impl TokenCache {
@@ -37,27 +39,35 @@ impl TokenCache {
     }
 
     /// The identity of a token verified before, if still valid at `now` and verified
-    /// with the provider's current key set.
-    pub fn get(&self, digest: &[u8; 32], now: i64, key_generation: u64) -> Option<&Identity> {
-        let entry = self.entries.get(digest)?;
-        (now <= entry.valid_until && entry.key_generation == key_generation)
-            .then_some(&entry.identity)
+    /// with the key set `key_generation` gives for its provider.
+    pub fn get(
+        &self,
+        token: &str,
+        now: i64,
+        key_generation: impl Fn(&Identity) -> Option<u64>,
+    ) -> Option<&Identity> {
+        let entry = self.entries.get(token)?;
+        let current = key_generation(&entry.identity)?;
+        (now <= entry.valid_until && entry.key_generation == current).then_some(&entry.identity)
     }
 
     pub fn insert(
         &mut self,
-        digest: [u8; 32],
+        token: &str,
         identity: Identity,
         valid_until: i64,
         key_generation: u64,
     ) {
+        if token.len() > MAX_CACHED_TOKEN_BYTES {
+            return;
+        }
         let entry = Entry {
             identity,
             valid_until,
             key_generation,
         };
-        if self.entries.insert(digest, entry).is_none() {
-            self.order.push_back(digest);
+        if self.entries.insert(token.to_string(), entry).is_none() {
+            self.order.push_back(token.to_string());
         }
         while self.entries.len() > self.capacity {
             match self.order.pop_front() {
@@ -95,21 +105,32 @@ mod tests {
     #[test]
     fn entries_expire_and_follow_the_key_set() {
         let mut cache = TokenCache::new(10);
-        let digest = token_digest("a.b.c");
-        cache.insert(digest, identity("u"), 100, 1);
-        assert!(cache.get(&digest, 100, 1).is_some());
-        assert!(cache.get(&digest, 101, 1).is_none(), "expired");
-        assert!(cache.get(&digest, 50, 2).is_none(), "keys changed");
+        cache.insert("a.b.c", identity("u"), 100, 1);
+        assert!(cache.get("a.b.c", 100, |_| Some(1)).is_some());
+        assert!(cache.get("a.b.c", 101, |_| Some(1)).is_none(), "expired");
+        assert!(
+            cache.get("a.b.c", 50, |_| Some(2)).is_none(),
+            "keys changed"
+        );
+        assert!(cache.get("a.b.c", 50, |_| None).is_none(), "keys gone");
+        assert!(cache.get("a.b.d", 50, |_| Some(1)).is_none());
     }
 
     #[test]
-    fn size_is_bounded_oldest_first() {
+    fn size_is_bounded_oldest_first_and_long_tokens_are_not_kept() {
         let mut cache = TokenCache::new(3);
         for n in 0..10 {
-            cache.insert(token_digest(&n.to_string()), identity("u"), 100, 1);
+            cache.insert(&n.to_string(), identity("u"), 100, 1);
         }
         assert_eq!(cache.len(), 3);
-        assert!(cache.get(&token_digest("9"), 0, 1).is_some());
-        assert!(cache.get(&token_digest("0"), 0, 1).is_none());
+        assert!(cache.get("9", 0, |_| Some(1)).is_some());
+        assert!(cache.get("0", 0, |_| Some(1)).is_none());
+        cache.insert(
+            &"x".repeat(MAX_CACHED_TOKEN_BYTES + 1),
+            identity("u"),
+            100,
+            1,
+        );
+        assert_eq!(cache.len(), 3);
     }
 }

@@ -1,6 +1,6 @@
 //! The auth decision: path, rule, credential, identity, access, mode.
 
-use super::cache::{token_digest, TokenCache};
+use super::cache::TokenCache;
 use super::config::{Access, AuthSettings, CredentialKind, Mode, Provider, Rule, Unmatched};
 use super::credentials::{extract, Credential, HeaderPair};
 use crate::jwt::{verify_and_check, Claims, KeySet, TokenError};
@@ -273,6 +273,19 @@ fn authenticate(
             None => Authenticated::Denied(Denial::invalid_token("api_key_unknown")),
         },
         Credential::Token(token) => {
+            // A token verified before costs a lookup: no decoding, no signature.
+            let generation = |identity: &Identity| match &identity.via {
+                CredentialKind::Provider(name) => keys.keys(name).map(|current| current.generation),
+                CredentialKind::ApiKey => None,
+            };
+            if let Some(identity) = cache.get(token, now, generation) {
+                if !accepted(&identity.via) {
+                    return Authenticated::Denied(Denial::invalid_token(
+                        "credential_not_accepted_here",
+                    ));
+                }
+                return Authenticated::Identity(Some(identity.clone()));
+            }
             let Some(provider) = provider_for(settings, token) else {
                 return Authenticated::Denied(Denial::invalid_token("issuer_unknown"));
             };
@@ -286,10 +299,6 @@ fn authenticate(
                     provider: provider.name.clone(),
                 });
             };
-            let digest = token_digest(token);
-            if let Some(identity) = cache.get(&digest, now, current.generation) {
-                return Authenticated::Identity(Some(identity.clone()));
-            }
             match verify_and_check(
                 token,
                 &current.keys,
@@ -306,7 +315,7 @@ fn authenticate(
                     let skew = i64::try_from(provider.claims.clock_skew_seconds).unwrap_or(0);
                     let valid_until =
                         claims_exp(&claims).map_or(i64::MAX, |exp| exp.saturating_add(skew));
-                    cache.insert(digest, identity.clone(), valid_until, current.generation);
+                    cache.insert(token, identity.clone(), valid_until, current.generation);
                     Authenticated::Identity(Some(identity))
                 }
                 Err(TokenError::UnknownKey) if refetch_allowed => {
