@@ -3,21 +3,17 @@
 //! A test sets how it answers: accept (200), fail with a status, or hang past the
 //! sender's timeout.
 
-use crate::{runtime, Context, Result};
+use crate::server::Server;
+use crate::Result;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// How the collector answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,33 +42,25 @@ struct State {
 
 /// A running collector; stops when dropped.
 pub struct Collector {
-    address: SocketAddr,
     state: Arc<Mutex<State>>,
-    stop: watch::Sender<bool>,
+    server: Server,
 }
 
 impl Collector {
     pub fn start(mode: Mode) -> Result<Self> {
-        let runtime = runtime::handle()?;
-        let listener = runtime
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .context("bind collector")?;
-        let address = listener.local_addr().context("collector address")?;
         let state = Arc::new(Mutex::new(State {
             mode,
             batches: Vec::new(),
         }));
-        let (stop, stopped) = watch::channel(false);
-        runtime.spawn(serve(listener, state.clone(), stopped));
-        Ok(Self {
-            address,
-            state,
-            stop,
-        })
+        let shared = state.clone();
+        let server = Server::start("127.0.0.1:0", "collector", move |request| {
+            receive(shared.clone(), request)
+        })?;
+        Ok(Self { state, server })
     }
 
     pub fn address(&self) -> SocketAddr {
-        self.address
+        self.server.address()
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -106,36 +94,6 @@ impl Collector {
                     .collect::<Vec<_>>()
             })
             .collect()
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-async fn serve(
-    listener: TcpListener,
-    state: Arc<Mutex<State>>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stopped.changed() => return,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        let state = state.clone();
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| receive(state.clone(), request));
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = stopped.changed() => {}
-            }
-        });
     }
 }
 

@@ -5,28 +5,23 @@
 //! status, `x-echo-delay-ms: 2000` waits first, `x-echo-reset: 1` closes the
 //! connection without answering.
 
-use crate::{runtime, Context, Result};
+use crate::server::Server;
+use crate::Result;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// A running echo backend; stops when dropped.
 pub struct EchoBackend {
     name: String,
-    address: SocketAddr,
     requests: Arc<AtomicU64>,
-    stop: watch::Sender<bool>,
+    server: Server,
 }
 
 impl EchoBackend {
@@ -37,19 +32,16 @@ impl EchoBackend {
 
     /// Starts a backend named `name` on `address`.
     pub fn start_on(name: &str, address: &str) -> Result<Self> {
-        let runtime = runtime::handle()?;
-        let listener = runtime
-            .block_on(TcpListener::bind(address))
-            .context(format!("bind echo backend {name} on {address}"))?;
-        let address = listener.local_addr().context("echo backend address")?;
         let requests = Arc::new(AtomicU64::new(0));
-        let (stop, stopped) = watch::channel(false);
-        runtime.spawn(serve(listener, name.to_string(), requests.clone(), stopped));
+        let (counter, owner) = (requests.clone(), name.to_string());
+        let server = Server::start(address, &format!("echo backend {name}"), move |request| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            answer(owner.clone(), request)
+        })?;
         Ok(Self {
             name: name.to_string(),
-            address,
             requests,
-            stop,
+            server,
         })
     }
 
@@ -58,47 +50,12 @@ impl EchoBackend {
     }
 
     pub fn address(&self) -> SocketAddr {
-        self.address
+        self.server.address()
     }
 
     /// Requests received so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for EchoBackend {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-async fn serve(
-    listener: TcpListener,
-    name: String,
-    requests: Arc<AtomicU64>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stopped.changed() => return,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        let name = name.clone();
-        let requests = requests.clone();
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                requests.fetch_add(1, Ordering::SeqCst);
-                answer(name.clone(), request)
-            });
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = stopped.changed() => {}
-            }
-        });
     }
 }
 

@@ -1,22 +1,18 @@
 //! The key-set server: publishes a JWKS (and an OpenID discovery document pointing
 //! at it), and can be told to fail in the ways identity providers fail.
 
-use crate::{runtime, Context, Result};
+use crate::server::Server;
+use crate::Result;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// How the key set is served.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,47 +36,40 @@ struct State {
 
 /// A running key-set server; stops when dropped.
 pub struct KeySetServer {
-    address: SocketAddr,
     state: Arc<Mutex<State>>,
     fetches: Arc<AtomicU64>,
-    stop: watch::Sender<bool>,
+    server: Server,
 }
 
 impl KeySetServer {
     pub fn start(jwks: Value) -> Result<Self> {
-        let runtime = runtime::handle()?;
-        let listener = runtime
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .context("bind key-set server")?;
-        let address = listener.local_addr().context("key-set server address")?;
         let state = Arc::new(Mutex::new(State {
             jwks,
             serve: Serve::Keys,
         }));
         let fetches = Arc::new(AtomicU64::new(0));
-        let (stop, stopped) = watch::channel(false);
-        runtime.spawn(serve(
-            listener,
-            address,
-            state.clone(),
-            fetches.clone(),
-            stopped,
-        ));
+        // The discovery document names the server's own address, known once bound.
+        let address = Arc::new(Mutex::new(None));
+        let (shared, counter, own) = (state.clone(), fetches.clone(), address.clone());
+        let server = Server::start("127.0.0.1:0", "key-set server", move |request| {
+            let own = *own.lock().unwrap_or_else(PoisonError::into_inner);
+            answer(own, shared.clone(), counter.clone(), request)
+        })?;
+        *address.lock().unwrap_or_else(PoisonError::into_inner) = Some(server.address());
         Ok(Self {
-            address,
             state,
             fetches,
-            stop,
+            server,
         })
     }
 
     pub fn address(&self) -> SocketAddr {
-        self.address
+        self.server.address()
     }
 
     /// The issuer of the discovery document: `http://<address>`.
     pub fn issuer(&self) -> String {
-        format!("http://{}", self.address)
+        format!("http://{}", self.address())
     }
 
     pub fn set_jwks(&self, jwks: Value) {
@@ -103,46 +92,14 @@ impl KeySetServer {
     }
 }
 
-impl Drop for KeySetServer {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-async fn serve(
-    listener: TcpListener,
-    address: SocketAddr,
-    state: Arc<Mutex<State>>,
-    fetches: Arc<AtomicU64>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stopped.changed() => return,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        let (state, fetches, mut stopped) = (state.clone(), fetches.clone(), stopped.clone());
-        tokio::spawn(async move {
-            let service =
-                service_fn(move |request| answer(address, state.clone(), fetches.clone(), request));
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = stopped.changed() => {}
-            }
-        });
-    }
-}
-
 async fn answer(
-    address: SocketAddr,
+    address: Option<SocketAddr>,
     state: Arc<Mutex<State>>,
     fetches: Arc<AtomicU64>,
     request: Request<Incoming>,
 ) -> std::result::Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = if request.uri().path() == "/.well-known/openid-configuration" {
-        let issuer = format!("http://{address}");
+        let issuer = address.map_or_else(String::new, |address| format!("http://{address}"));
         let document = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")});
         (StatusCode::OK, document.to_string())
     } else if request.uri().path() == "/jwks" {

@@ -17,6 +17,7 @@ pub mod keyset;
 pub mod load;
 pub mod paths;
 mod runtime;
+pub mod server;
 
 /// What the harness returns on failure: a message saying what did not work.
 pub type Result<T> = std::result::Result<T, HarnessError>;
