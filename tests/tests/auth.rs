@@ -249,6 +249,17 @@ fn roles_decide_the_admin_route_however_its_path_is_spelled() {
         before,
         "no variant reached the backend"
     );
+
+    // Other methods fall to the next rule (any valid token), as the rules say.
+    for method in ["HEAD", "OPTIONS", "GET"] {
+        let response = scene.request(method, "/accounts/close", &[("authorization", &user)]);
+        assert_eq!(response.status, 200, "{method}");
+    }
+    let lower = scene.request("post", "/accounts/close", &[("authorization", &user)]);
+    assert_eq!(
+        lower.status, 400,
+        "Envoy refuses a method that is not upper case"
+    );
 }
 
 #[test]
