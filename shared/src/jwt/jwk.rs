@@ -3,7 +3,6 @@
 use super::algorithm::{Algorithm, KeyFamily};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use rsa::traits::PublicKeyParts;
 use serde::Deserialize;
 
 /// Smallest RSA modulus accepted, in bits.
@@ -18,7 +17,7 @@ pub const MAX_KEYS: usize = 64;
 /// A verification key, ready to use.
 #[derive(Debug, Clone)]
 pub enum KeyMaterial {
-    Rsa(rsa::RsaPublicKey),
+    Rsa(super::rsa::RsaPublicKey),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
@@ -161,10 +160,9 @@ fn field(value: &Option<String>, name: &str) -> Result<Vec<u8>, String> {
 }
 
 fn rsa_key(raw: &RawKey) -> Result<KeyMaterial, String> {
-    let n = rsa::BigUint::from_bytes_be(&field(&raw.n, "n")?);
-    let e = rsa::BigUint::from_bytes_be(&field(&raw.e, "e")?);
-    let key = rsa::RsaPublicKey::new(n, e).map_err(|error| format!("bad RSA key: {error}"))?;
-    let bits = key.n().bits();
+    let key = super::rsa::RsaPublicKey::new(&field(&raw.n, "n")?, &field(&raw.e, "e")?)
+        .map_err(|error| format!("bad RSA key: {error}"))?;
+    let bits = key.bits() as usize;
     if bits < MIN_RSA_BITS {
         return Err(format!("RSA key of {bits} bits, under {MIN_RSA_BITS}"));
     }

@@ -8,6 +8,7 @@
 mod algorithm;
 mod claims;
 mod jwk;
+pub mod rsa;
 mod token;
 
 pub use algorithm::Algorithm;

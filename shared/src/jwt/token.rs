@@ -140,26 +140,26 @@ fn check_signature(
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), TokenError> {
-    use rsa::signature::Verifier;
+    use p256::ecdsa::signature::Verifier;
     let bad = |_| TokenError::BadSignature;
     match (key, algorithm) {
         (KeyMaterial::Rsa(key), Algorithm::RS256) => {
-            rsa_pkcs1::<sha2::Sha256>(key, message, signature)
+            checked(key.verify_pkcs1v15::<sha2::Sha256>(message, signature))
         }
         (KeyMaterial::Rsa(key), Algorithm::RS384) => {
-            rsa_pkcs1::<sha2::Sha384>(key, message, signature)
+            checked(key.verify_pkcs1v15::<sha2::Sha384>(message, signature))
         }
         (KeyMaterial::Rsa(key), Algorithm::RS512) => {
-            rsa_pkcs1::<sha2::Sha512>(key, message, signature)
+            checked(key.verify_pkcs1v15::<sha2::Sha512>(message, signature))
         }
         (KeyMaterial::Rsa(key), Algorithm::PS256) => {
-            rsa_pss::<sha2::Sha256>(key, message, signature)
+            checked(key.verify_pss::<sha2::Sha256>(message, signature, 32))
         }
         (KeyMaterial::Rsa(key), Algorithm::PS384) => {
-            rsa_pss::<sha2::Sha384>(key, message, signature)
+            checked(key.verify_pss::<sha2::Sha384>(message, signature, 48))
         }
         (KeyMaterial::Rsa(key), Algorithm::PS512) => {
-            rsa_pss::<sha2::Sha512>(key, message, signature)
+            checked(key.verify_pss::<sha2::Sha512>(message, signature, 64))
         }
         (KeyMaterial::P256(key), Algorithm::ES256) => {
             let signature = p256::ecdsa::Signature::from_slice(signature).map_err(bad)?;
@@ -186,28 +186,12 @@ fn check_signature(
     }
 }
 
-fn rsa_pkcs1<D>(key: &rsa::RsaPublicKey, message: &[u8], signature: &[u8]) -> Result<(), TokenError>
-where
-    D: sha2::Digest + rsa::pkcs8::AssociatedOid,
-{
-    use rsa::signature::Verifier;
-    let signature =
-        rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| TokenError::BadSignature)?;
-    rsa::pkcs1v15::VerifyingKey::<D>::new(key.clone())
-        .verify(message, &signature)
-        .map_err(|_| TokenError::BadSignature)
-}
-
-fn rsa_pss<D>(key: &rsa::RsaPublicKey, message: &[u8], signature: &[u8]) -> Result<(), TokenError>
-where
-    D: sha2::Digest + sha2::digest::FixedOutputReset,
-{
-    use rsa::signature::Verifier;
-    let signature =
-        rsa::pss::Signature::try_from(signature).map_err(|_| TokenError::BadSignature)?;
-    rsa::pss::VerifyingKey::<D>::new(key.clone())
-        .verify(message, &signature)
-        .map_err(|_| TokenError::BadSignature)
+fn checked(valid: bool) -> Result<(), TokenError> {
+    if valid {
+        Ok(())
+    } else {
+        Err(TokenError::BadSignature)
+    }
 }
 
 fn hmac_check<D>(secret: &[u8], message: &[u8], signature: &[u8]) -> Result<(), TokenError>
