@@ -1,15 +1,15 @@
-//! RSA signature verification (RSASSA-PKCS1-v1_5 and RSASSA-PSS, RFC 8017) on
-//! crypto-bigint's Montgomery arithmetic.
+//! RSA signature verification (RSASSA-PKCS1-v1_5 and RSASSA-PSS, RFC 8017).
 //!
 //! Inside a proxy-wasm VM the general-purpose `rsa` crate costs about a millisecond
-//! per RS256 check; most of that is a full-width exponentiation. A public exponent
-//! is small and public, so `s^e mod n` here is plain square-and-multiply over the
-//! exponent's bits in Montgomery form (16 squarings and one multiplication for
-//! 65537), with the Montgomery parameters computed once per key. The checks are
+//! per RS256 check. Verification only ever raises a public signature to a small
+//! public exponent, so here `s^e mod n` is plain square-and-multiply over the
+//! exponent's bits (16 squarings and one multiplication for 65537) in Montgomery
+//! form, with 32-bit limbs (wasm has a native 32x32->64 multiply) and buffers
+//! allocated once per check. Nothing here is secret, so nothing needs constant
+//! time. `R^2 mod n` is computed once per key with crypto-bigint. The checks are
 //! proven against the Wycheproof vectors in the tests below.
 
-use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
-use crypto_bigint::{BoxedUint, Odd, Resize};
+use crypto_bigint::{BoxedUint, NonZero, Resize};
 use sha2::digest::{Digest, FixedOutputReset};
 use subtle::ConstantTimeEq;
 
@@ -19,8 +19,12 @@ pub const MAX_RSA_BITS: u32 = 8192;
 /// A public key with its Montgomery parameters, ready to verify.
 #[derive(Clone)]
 pub struct RsaPublicKey {
-    params: BoxedMontyParams,
-    modulus: BoxedUint,
+    /// The modulus, little-endian 32-bit limbs.
+    modulus: Vec<u32>,
+    /// `-n^-1 mod 2^32`.
+    n0: u32,
+    /// `R^2 mod n` with `R = 2^(32 * limbs)`, little-endian limbs.
+    r2: Vec<u32>,
     /// Length of the modulus in bytes (`k` in RFC 8017).
     size: usize,
     bits: u32,
@@ -92,12 +96,19 @@ impl RsaPublicKey {
         if bits > MAX_RSA_BITS || size == 0 {
             return Err(format!("RSA modulus of {bits} bits"));
         }
-        let value = BoxedUint::from_be_slice_vartime(modulus);
-        let odd =
-            Option::<Odd<BoxedUint>>::from(Odd::new(value.clone())).ok_or("RSA modulus is even")?;
+        if modulus.last().is_none_or(|low| low % 2 == 0) {
+            return Err("RSA modulus is even".into());
+        }
+        let limbs = to_limbs(modulus, size.div_ceil(4));
+        let mut inverse: u32 = 1;
+        for _ in 0..5 {
+            // Newton's iteration doubles the correct low bits: 1, 2, 4, ... 32.
+            inverse = inverse.wrapping_mul(2u32.wrapping_sub(limbs[0].wrapping_mul(inverse)));
+        }
         Ok(Self {
-            params: BoxedMontyParams::new_vartime(odd),
-            modulus: value,
+            r2: r_squared(modulus, limbs.len())?,
+            n0: inverse.wrapping_neg(),
+            modulus: limbs,
             size,
             bits,
             exponent,
@@ -115,22 +126,29 @@ impl RsaPublicKey {
         if signature.len() != self.size {
             return None;
         }
-        let precision = self.modulus.bits_precision();
-        let value = BoxedUint::from_be_slice_vartime(signature).resize(precision);
-        if value >= self.modulus {
+        let n = &self.modulus;
+        let value = to_limbs(signature, n.len());
+        if !less(&value, n) {
             return None;
         }
-        let base = BoxedMontyForm::new(value, &self.params);
+        let mut scratch = vec![0u32; n.len() + 2];
+        let mut base = vec![0u32; n.len()];
+        montgomery_multiply(&value, &self.r2, n, self.n0, &mut scratch, &mut base);
         let mut power = base.clone();
+        let mut next = vec![0u32; n.len()];
         let top = 63 - self.exponent.leading_zeros();
         for bit in (0..top).rev() {
-            power = power.square();
+            montgomery_multiply(&power, &power, n, self.n0, &mut scratch, &mut next);
+            std::mem::swap(&mut power, &mut next);
             if self.exponent >> bit & 1 == 1 {
-                power *= &base;
+                montgomery_multiply(&power, &base, n, self.n0, &mut scratch, &mut next);
+                std::mem::swap(&mut power, &mut next);
             }
         }
-        let bytes = power.retrieve().to_be_bytes();
-        Some(bytes[bytes.len().saturating_sub(self.size)..].to_vec())
+        let mut one = vec![0u32; n.len()];
+        one[0] = 1;
+        montgomery_multiply(&power, &one, n, self.n0, &mut scratch, &mut next);
+        Some(to_bytes(&next, self.size))
     }
 
     /// RSASSA-PKCS1-v1_5 (RFC 8017 8.2.2): the opened signature must equal the one
@@ -207,6 +225,101 @@ impl RsaPublicKey {
         Digest::update(&mut check, salt);
         bool::from(Digest::finalize(check).as_slice().ct_eq(h))
     }
+}
+
+/// Big-endian bytes to `count` little-endian 32-bit limbs (bytes must fit).
+fn to_limbs(bytes: &[u8], count: usize) -> Vec<u32> {
+    let mut limbs = vec![0u32; count];
+    for (index, byte) in bytes.iter().rev().enumerate() {
+        if let Some(limb) = limbs.get_mut(index / 4) {
+            *limb |= u32::from(*byte) << (8 * (index % 4));
+        }
+    }
+    limbs
+}
+
+/// Little-endian limbs to `size` big-endian bytes (higher bytes dropped: callers
+/// only pass values below a `size`-byte modulus).
+fn to_bytes(limbs: &[u32], size: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; size];
+    for (index, byte) in bytes.iter_mut().rev().enumerate() {
+        if let Some(limb) = limbs.get(index / 4) {
+            *byte = (limb >> (8 * (index % 4))) as u8;
+        }
+    }
+    bytes
+}
+
+/// `a < b` for equal-length little-endian limbs.
+fn less(a: &[u32], b: &[u32]) -> bool {
+    for (x, y) in a.iter().rev().zip(b.iter().rev()) {
+        if x != y {
+            return x < y;
+        }
+    }
+    false
+}
+
+/// `R^2 mod n`, computed once per key with crypto-bigint.
+fn r_squared(modulus: &[u8], limbs: usize) -> Result<Vec<u32>, String> {
+    let bits = u32::try_from(limbs * 32).map_err(|_| "modulus too large")?;
+    let precision = 2 * bits + 64;
+    let n = BoxedUint::from_be_slice_vartime(modulus).resize(precision);
+    let n = Option::<NonZero<BoxedUint>>::from(NonZero::new(n)).ok_or("RSA modulus is zero")?;
+    let r2 = BoxedUint::one_with_precision(precision)
+        .shl_vartime(2 * bits)
+        .ok_or("shift overflow")?
+        .rem_vartime(&n);
+    let bytes = r2.to_be_bytes();
+    Ok(to_limbs(&bytes, limbs))
+}
+
+/// Montgomery multiplication (CIOS): `out = a * b * R^-1 mod n`, for `a, b < n`.
+/// `scratch` has `n.len() + 2` limbs.
+fn montgomery_multiply(
+    a: &[u32],
+    b: &[u32],
+    n: &[u32],
+    n0: u32,
+    scratch: &mut [u32],
+    out: &mut [u32],
+) {
+    let size = n.len();
+    scratch.fill(0);
+    for &word in b {
+        // scratch += a * word
+        let mut carry = 0u64;
+        for (slot, &limb) in scratch.iter_mut().zip(a) {
+            let sum = u64::from(*slot) + u64::from(limb) * u64::from(word) + carry;
+            *slot = sum as u32;
+            carry = sum >> 32;
+        }
+        let sum = u64::from(scratch[size]) + carry;
+        scratch[size] = sum as u32;
+        scratch[size + 1] = (sum >> 32) as u32;
+
+        // scratch = (scratch + m * n) / 2^32, with m making the low limb zero
+        let m = scratch[0].wrapping_mul(n0);
+        let mut carry = (u64::from(scratch[0]) + u64::from(m) * u64::from(n[0])) >> 32;
+        for index in 1..size {
+            let sum = u64::from(scratch[index]) + u64::from(m) * u64::from(n[index]) + carry;
+            scratch[index - 1] = sum as u32;
+            carry = sum >> 32;
+        }
+        let sum = u64::from(scratch[size]) + carry;
+        scratch[size - 1] = sum as u32;
+        scratch[size] = scratch[size + 1] + (sum >> 32) as u32;
+    }
+    // The result is below 2n: subtract n once if needed.
+    if scratch[size] != 0 || !less(&scratch[..size], n) {
+        let mut borrow = 0i64;
+        for (slot, &limb) in scratch[..size].iter_mut().zip(n) {
+            let difference = i64::from(*slot) - i64::from(limb) - borrow;
+            *slot = difference as u32;
+            borrow = i64::from(difference < 0);
+        }
+    }
+    out.copy_from_slice(&scratch[..size]);
 }
 
 /// MGF1 (RFC 8017 B.2.1): `length` bytes of mask from `seed`.
