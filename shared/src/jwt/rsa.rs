@@ -132,13 +132,14 @@ impl RsaPublicKey {
             return None;
         }
         let mut scratch = vec![0u32; n.len() + 2];
+        let mut wide = vec![0u32; 2 * n.len() + 1];
         let mut base = vec![0u32; n.len()];
         montgomery_multiply(&value, &self.r2, n, self.n0, &mut scratch, &mut base);
         let mut power = base.clone();
         let mut next = vec![0u32; n.len()];
         let top = 63 - self.exponent.leading_zeros();
         for bit in (0..top).rev() {
-            montgomery_multiply(&power, &power, n, self.n0, &mut scratch, &mut next);
+            montgomery_square(&power, n, self.n0, &mut wide, &mut next);
             std::mem::swap(&mut power, &mut next);
             if self.exponent >> bit & 1 == 1 {
                 montgomery_multiply(&power, &base, n, self.n0, &mut scratch, &mut next);
@@ -322,6 +323,76 @@ fn montgomery_multiply(
     out.copy_from_slice(&scratch[..size]);
 }
 
+/// Montgomery squaring: `out = a * a * R^-1 mod n`, for `a < n`. Each cross product
+/// is computed once and doubled, then the square is reduced limb by limb; about a
+/// quarter fewer multiplications than `montgomery_multiply(a, a)`. `wide` has
+/// `2 * n.len() + 1` limbs.
+fn montgomery_square(a: &[u32], n: &[u32], n0: u32, wide: &mut [u32], out: &mut [u32]) {
+    let size = n.len();
+    wide.fill(0);
+
+    // Cross products a[i] * a[j] for i < j (slices and zips: no bounds checks).
+    for (i, &limb) in a.iter().enumerate() {
+        let limb = u64::from(limb);
+        let mut carry = 0u64;
+        for (slot, &other) in wide[2 * i + 1..i + size].iter_mut().zip(&a[i + 1..]) {
+            let sum = u64::from(*slot) + limb * u64::from(other) + carry;
+            *slot = sum as u32;
+            carry = sum >> 32;
+        }
+        wide[i + size] = carry as u32;
+    }
+
+    // Double them, then add the squares a[i]^2.
+    let mut top = 0u32;
+    for limb in wide[..2 * size].iter_mut() {
+        let next = *limb >> 31;
+        *limb = (*limb << 1) | top;
+        top = next;
+    }
+    let mut carry = 0u64;
+    for (pair, &limb) in wide[..2 * size].chunks_exact_mut(2).zip(a) {
+        let square = u64::from(limb) * u64::from(limb);
+        let low = u64::from(pair[0]) + (square & 0xffff_ffff) + carry;
+        pair[0] = low as u32;
+        let high = u64::from(pair[1]) + (square >> 32) + (low >> 32);
+        pair[1] = high as u32;
+        carry = high >> 32;
+    }
+    wide[2 * size] = carry as u32 + top;
+
+    // Montgomery reduction: clear one low limb per step.
+    for i in 0..size {
+        let m = u64::from(wide[i].wrapping_mul(n0));
+        let mut carry = 0u64;
+        for (slot, &limb) in wide[i..i + size].iter_mut().zip(n) {
+            let sum = u64::from(*slot) + m * u64::from(limb) + carry;
+            *slot = sum as u32;
+            carry = sum >> 32;
+        }
+        for slot in wide[i + size..].iter_mut() {
+            if carry == 0 {
+                break;
+            }
+            let sum = u64::from(*slot) + carry;
+            *slot = sum as u32;
+            carry = sum >> 32;
+        }
+    }
+
+    // The result, wide[size..2 size] plus an overflow limb, is below 2n.
+    let high = &mut wide[size..];
+    if high[size] != 0 || !less(&high[..size], n) {
+        let mut borrow = 0i64;
+        for (slot, &limb) in high[..size].iter_mut().zip(n) {
+            let difference = i64::from(*slot) - i64::from(limb) - borrow;
+            *slot = difference as u32;
+            borrow = i64::from(difference < 0);
+        }
+    }
+    out.copy_from_slice(&high[..size]);
+}
+
 /// MGF1 (RFC 8017 B.2.1): `length` bytes of mask from `seed`.
 fn mgf1<D: Digest>(seed: &[u8], length: usize) -> Vec<u8> {
     let mut mask = Vec::with_capacity(length + <D as Digest>::output_size());
@@ -429,6 +500,31 @@ mod tests {
             }
         }
         assert!(checked > 100, "{checked}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn squaring_agrees_with_multiplication(
+            modulus in proptest::collection::vec(proptest::num::u32::ANY, 8..=64),
+            value in proptest::collection::vec(proptest::num::u32::ANY, 64),
+        ) {
+            let mut n = modulus;
+            n[0] |= 1;
+            let size = n.len();
+            let last = size - 1;
+            n[last] |= 0x8000_0000;
+            let mut a: Vec<u32> = value[..size].to_vec();
+            a[last] &= 0x7fff_ffff; // below n
+            let mut inverse: u32 = 1;
+            for _ in 0..5 {
+                inverse = inverse.wrapping_mul(2u32.wrapping_sub(n[0].wrapping_mul(inverse)));
+            }
+            let n0 = inverse.wrapping_neg();
+            let (mut squared, mut multiplied) = (vec![0; size], vec![0; size]);
+            montgomery_square(&a, &n, n0, &mut vec![0; 2 * size + 1], &mut squared);
+            montgomery_multiply(&a, &a, &n, n0, &mut vec![0; size + 2], &mut multiplied);
+            proptest::prop_assert_eq!(squared, multiplied);
+        }
     }
 
     #[test]
