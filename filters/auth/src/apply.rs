@@ -5,7 +5,7 @@ use crate::state::{Lookup, VmState};
 use gatehouse_shared::attributes::{AUTH, CORRELATION_ID};
 use gatehouse_shared::auth::identity::{self, SignedRequest};
 use gatehouse_shared::auth::{decide, Denial, Identity, RequestView, Verdict};
-use gatehouse_shared::path::normalize;
+use gatehouse_shared::path::NormalizedPath;
 use log::debug;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
@@ -54,9 +54,21 @@ pub fn decide_and_apply(
     );
 
     match verdict {
-        Verdict::Allow { identity, .. } => {
+        Verdict::Allow {
+            identity,
+            path: normalized,
+            ..
+        } => {
             state.metrics.allowed.add(1);
-            forward(state, headers, &method, &path, identity.as_ref(), now);
+            forward(
+                state,
+                headers,
+                &method,
+                &path,
+                normalized.as_ref(),
+                identity.as_ref(),
+                now,
+            );
             publish("allowed", None, identity.as_ref());
             Applied::Continue
         }
@@ -64,13 +76,22 @@ pub fn decide_and_apply(
             denial,
             identity,
             rule,
+            path: normalized,
         } => {
             state.metrics.shadow_denied.add(1);
             debug!(
                 "shadow denial rule={rule:?} status={} reason={}",
                 denial.status, denial.reason
             );
-            forward(state, headers, &method, &path, identity.as_ref(), now);
+            forward(
+                state,
+                headers,
+                &method,
+                &path,
+                normalized.as_ref(),
+                identity.as_ref(),
+                now,
+            );
             publish("shadow_denied", Some(&denial.reason), identity.as_ref());
             Applied::Continue
         }
@@ -102,6 +123,7 @@ fn forward(
     headers: &[(String, Vec<u8>)],
     method: &str,
     path: &str,
+    normalized: Option<&NormalizedPath>,
     identity: Option<&Identity>,
     now: i64,
 ) {
@@ -118,8 +140,7 @@ fn forward(
     {
         credential_headers.push(name);
     }
-    let normalized = normalize(path, false).ok();
-    let signed = normalized.as_ref().map(|normalized| SignedRequest {
+    let signed = normalized.map(|normalized| SignedRequest {
         method,
         path: &normalized.path,
         timestamp: now,

@@ -4,7 +4,7 @@ use super::cache::TokenCache;
 use super::config::{Access, AuthSettings, CredentialKind, Mode, Provider, Rule, Unmatched};
 use super::credentials::{extract, Credential, HeaderPair};
 use crate::jwt::{verify_and_check, Claims, KeySet, TokenError};
-use crate::path::normalize;
+use crate::path::{normalize, NormalizedPath};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -134,6 +134,8 @@ pub enum Verdict {
     Allow {
         rule: String,
         identity: Option<Identity>,
+        /// The path the rule was matched against, for Envoy to route on.
+        path: Option<NormalizedPath>,
     },
     /// Answer with the denial.
     Deny {
@@ -146,6 +148,8 @@ pub enum Verdict {
         rule: Option<String>,
         denial: Denial,
         identity: Option<Identity>,
+        /// The normalized path, when the path itself was acceptable.
+        path: Option<NormalizedPath>,
     },
     /// The provider's keys are not loaded yet: wait (bounded), then decide again.
     WaitForKeys { provider: String },
@@ -175,12 +179,8 @@ pub fn decide(
     let normalized = match normalize(request.path, false) {
         Ok(normalized) => normalized,
         Err(error) => {
-            return finish(
-                settings.mode,
-                None,
-                Err(Denial::bad_path(error.reason())),
-                None,
-            )
+            let denial = Err(Denial::bad_path(error.reason()));
+            return finish(settings.mode, None, denial, None, None);
         }
     };
     let rule = settings
@@ -190,7 +190,15 @@ pub fn decide(
 
     let credential = match extract(settings, request.headers, normalized.query.as_deref()) {
         Ok(credential) => credential,
-        Err(denial) => return finish(mode_of(settings, rule), rule, Err(denial), None),
+        Err(denial) => {
+            return finish(
+                mode_of(settings, rule),
+                rule,
+                Err(denial),
+                None,
+                Some(normalized),
+            )
+        }
     };
     let identity = match authenticate(
         settings,
@@ -203,7 +211,13 @@ pub fn decide(
     ) {
         Authenticated::Identity(identity) => identity,
         Authenticated::Denied(denial) => {
-            return finish(mode_of(settings, rule), rule, Err(denial), None)
+            return finish(
+                mode_of(settings, rule),
+                rule,
+                Err(denial),
+                None,
+                Some(normalized),
+            )
         }
         Authenticated::Wait(verdict) => return verdict,
     };
@@ -213,10 +227,10 @@ pub fn decide(
             Unmatched::Allow => Ok(()),
             Unmatched::Deny => Err(Denial::insufficient_scope("no_rule_matches")),
         };
-        return finish(settings.mode, None, outcome, identity);
+        return finish(settings.mode, None, outcome, identity, Some(normalized));
     };
     let outcome = authorize(rule, identity.as_ref());
-    finish(rule.mode, Some(rule), outcome, identity)
+    finish(rule.mode, Some(rule), outcome, identity, Some(normalized))
 }
 
 fn mode_of(settings: &AuthSettings, rule: Option<&Rule>) -> Mode {
@@ -228,12 +242,14 @@ fn finish(
     rule: Option<&Rule>,
     outcome: Result<(), Denial>,
     identity: Option<Identity>,
+    path: Option<NormalizedPath>,
 ) -> Verdict {
     let rule_name = rule.map(|rule| rule.name.clone());
     match (outcome, mode) {
         (Ok(()), _) => Verdict::Allow {
             rule: rule_name.unwrap_or_else(|| "unmatched".into()),
             identity,
+            path,
         },
         (Err(denial), Mode::Enforce) => Verdict::Deny {
             rule: rule_name,
@@ -243,6 +259,7 @@ fn finish(
             rule: rule_name,
             denial,
             identity,
+            path,
         },
     }
 }

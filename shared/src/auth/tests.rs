@@ -314,10 +314,16 @@ fn identity_carries_consumer_roles_tier_and_credential() {
     let Verdict::Allow {
         identity: Some(identity),
         rule,
-    } = fixture.decide("GET", "/accounts/1", &[("authorization", &user)])
+        path,
+    } = fixture.decide("GET", "//accounts/./1", &[("authorization", &user)])
     else {
         panic!("allowed")
     };
+    assert_eq!(
+        path.map(|path| path.path).as_deref(),
+        Some("/accounts/1"),
+        "the path Envoy will route on"
+    );
     assert_eq!(rule, "read-accounts");
     assert_eq!(identity.roles, ["user"]);
     assert_eq!(identity.tier.as_deref(), Some("pro"));

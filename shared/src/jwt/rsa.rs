@@ -311,16 +311,22 @@ fn montgomery_multiply(
         scratch[size - 1] = sum as u32;
         scratch[size] = scratch[size + 1] + (sum >> 32) as u32;
     }
-    // The result is below 2n: subtract n once if needed.
-    if scratch[size] != 0 || !less(&scratch[..size], n) {
+    reduce_once(&mut scratch[..=size], n, out);
+}
+
+/// Writes `value mod n` to `out`, for a `value` below `2n` given as `n.len()` limbs
+/// plus one overflow limb: at most one subtraction.
+fn reduce_once(value: &mut [u32], n: &[u32], out: &mut [u32]) {
+    let size = n.len();
+    if value[size] != 0 || !less(&value[..size], n) {
         let mut borrow = 0i64;
-        for (slot, &limb) in scratch[..size].iter_mut().zip(n) {
+        for (slot, &limb) in value[..size].iter_mut().zip(n) {
             let difference = i64::from(*slot) - i64::from(limb) - borrow;
             *slot = difference as u32;
             borrow = i64::from(difference < 0);
         }
     }
-    out.copy_from_slice(&scratch[..size]);
+    out.copy_from_slice(&value[..size]);
 }
 
 /// Montgomery squaring: `out = a * a * R^-1 mod n`, for `a < n`. Each cross product
@@ -380,17 +386,7 @@ fn montgomery_square(a: &[u32], n: &[u32], n0: u32, wide: &mut [u32], out: &mut 
         }
     }
 
-    // The result, wide[size..2 size] plus an overflow limb, is below 2n.
-    let high = &mut wide[size..];
-    if high[size] != 0 || !less(&high[..size], n) {
-        let mut borrow = 0i64;
-        for (slot, &limb) in high[..size].iter_mut().zip(n) {
-            let difference = i64::from(*slot) - i64::from(limb) - borrow;
-            *slot = difference as u32;
-            borrow = i64::from(difference < 0);
-        }
-    }
-    out.copy_from_slice(&high[..size]);
+    reduce_once(&mut wide[size..], n, out);
 }
 
 /// MGF1 (RFC 8017 B.2.1): `length` bytes of mask from `seed`.
