@@ -26,9 +26,6 @@ pub const RATELIMIT: &str = "gatehouse.ratelimit";
 /// What the traffic filter decided: a JSON [`TrafficOutcome`].
 pub const TRAFFIC: &str = "gatehouse.traffic";
 
-/// The prefix Envoy puts in front of a name published from wasm.
-pub const ENVOY_FILTER_STATE_PREFIX: &str = "wasm.";
-
 /// The auth filter's published decision.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthOutcome {

@@ -29,16 +29,6 @@ pub fn millis_since_epoch(time: SystemTime) -> u64 {
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A clock that always says the same time, for tests.
-#[derive(Debug, Clone, Copy)]
-pub struct FixedClock(pub SystemTime);
-
-impl Clock for FixedClock {
-    fn now(&self) -> SystemTime {
-        self.0
-    }
-}
-
 /// A deterministic generator (SplitMix64), for tests and as a fallback where the
 /// host's random source fails. Not for secrets.
 #[derive(Debug, Clone)]

@@ -53,47 +53,25 @@ pub fn decide_and_apply(
         refetch_allowed,
     );
 
-    match verdict {
-        Verdict::Allow {
-            identity,
-            path: normalized,
-            ..
-        } => {
+    // Allowed and shadow-denied requests go on the same way; only what is
+    // published and counted differs.
+    let (result, reason, identity, normalized) = match verdict {
+        Verdict::Allow { identity, path, .. } => {
             state.metrics.allowed.add(1);
-            forward(
-                state,
-                headers,
-                &method,
-                &path,
-                normalized.as_ref(),
-                identity.as_ref(),
-                now,
-            );
-            publish("allowed", None, identity.as_ref());
-            Applied::Continue
+            ("allowed", None, identity, path)
         }
         Verdict::ShadowDeny {
             denial,
             identity,
             rule,
-            path: normalized,
+            path,
         } => {
             state.metrics.shadow_denied.add(1);
             debug!(
                 "shadow denial rule={rule:?} status={} reason={}",
                 denial.status, denial.reason
             );
-            forward(
-                state,
-                headers,
-                &method,
-                &path,
-                normalized.as_ref(),
-                identity.as_ref(),
-                now,
-            );
-            publish("shadow_denied", Some(&denial.reason), identity.as_ref());
-            Applied::Continue
+            ("shadow_denied", Some(denial.reason), identity, path)
         }
         Verdict::Deny { denial, rule } => {
             state.metrics.denied.add(1);
@@ -103,17 +81,32 @@ pub fn decide_and_apply(
             );
             publish("denied", Some(&denial.reason), None);
             respond(&denial, headers);
-            Applied::Responded
+            return Applied::Responded;
         }
-        Verdict::WaitForKeys { provider } => Applied::Wait {
-            provider,
-            refetch: false,
-        },
-        Verdict::RefetchKeys { provider } => Applied::Wait {
-            provider,
-            refetch: true,
-        },
-    }
+        Verdict::WaitForKeys { provider } => {
+            return Applied::Wait {
+                provider,
+                refetch: false,
+            }
+        }
+        Verdict::RefetchKeys { provider } => {
+            return Applied::Wait {
+                provider,
+                refetch: true,
+            }
+        }
+    };
+    forward(
+        state,
+        headers,
+        &method,
+        &path,
+        normalized.as_ref(),
+        identity.as_ref(),
+        now,
+    );
+    publish(result, reason.as_deref(), identity.as_ref());
+    Applied::Continue
 }
 
 /// Removes spoofable identity headers, sets the trusted ones, and makes Envoy route

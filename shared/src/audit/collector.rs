@@ -152,11 +152,6 @@ impl CollectorQueue {
             + self.retry.as_ref().map_or(0, |(batch, _)| batch.records)
     }
 
-    /// Whether a batch is out and its answer not yet in.
-    pub fn is_in_flight(&self) -> bool {
-        self.in_flight.is_some()
-    }
-
     /// The next batch body to send now, if any: a batch due for retry, or a new one
     /// once enough records wait or the oldest has waited `flush_interval`. Nothing
     /// while a batch is in flight.

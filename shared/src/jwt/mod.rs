@@ -14,7 +14,7 @@ mod token;
 pub use algorithm::Algorithm;
 pub use claims::{ClaimPolicy, Claims};
 pub use jwk::{parse_jwks, Jwk, KeyMaterial, KeySet, SkippedKey, MAX_JWKS_BYTES};
-pub use token::{decode_header, verify, Header, MAX_TOKEN_BYTES};
+pub use token::{verify, Header, MAX_TOKEN_BYTES};
 
 /// Why a token is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -21,8 +21,6 @@ pub struct Header {
     #[serde(default)]
     pub kid: Option<String>,
     #[serde(default)]
-    pub typ: Option<String>,
-    #[serde(default)]
     pub crit: Option<Vec<String>>,
 }
 
@@ -70,11 +68,6 @@ fn split(token: &str) -> Result<Parts<'_>, TokenError> {
         payload: decode(payload)?,
         signature: decode(signature)?,
     })
-}
-
-/// Reads the protected header without verifying anything, to pick a provider or key.
-pub fn decode_header(token: &str) -> Result<Header, TokenError> {
-    split(token).map(|parts| parts.header)
 }
 
 /// Verifies the token's signature with a key of `keys` under one of `allowed`, and
