@@ -310,6 +310,19 @@ impl Gateway {
             .unwrap_or(0.0))
     }
 
+    /// A metric's value once it equals `expected`, or its last value after two
+    /// seconds: filters add per-request counts on their 100 ms tick.
+    pub fn settled_metric(&self, name: &str, expected: f64) -> Result<f64> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let last = self.metric(name)?;
+            if (last - expected).abs() < f64::EPSILON || std::time::Instant::now() > deadline {
+                return Ok(last);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// A counter from the admin's `/stats` (Envoy's own names).
     pub fn stat(&self, name: &str) -> Result<u64> {
         let page = client::get(&self.admin_url(&format!("/stats?filter=^{name}$")), &[])?;

@@ -629,7 +629,7 @@ mod hardening {
         );
         assert_eq!(
             gateway
-                .metric("gatehouse_auth_shadow_denied_total")
+                .settled_metric("gatehouse_auth_shadow_denied_total", 2.0)
                 .unwrap(),
             2.0
         );
@@ -701,16 +701,35 @@ mod hardening {
         let token = token(&key, "alice", &["user", "billing"]);
 
         let by_query = gateway
-            .get(&format!("/accounts/1?access_token={token}"), &[])
+            .get(
+                &format!("/accounts/1?page=2&access_token={token}&sort=asc"),
+                &[],
+            )
             .unwrap();
         assert_eq!(by_query.status, 200);
+        let seen: Value = serde_json::from_str(&by_query.body).unwrap();
+        assert_eq!(
+            (&seen["path"], &seen["query"]),
+            (&json!("/accounts/1"), &json!("page=2&sort=asc")),
+            "the query credential was stripped, the rest of the query kept"
+        );
         let by_cookie = gateway
             .get(
                 "/accounts/1",
-                &[("cookie", &format!("theme=dark; session={token}"))],
+                &[("cookie", &format!("theme=dark; session={token}; lang=en"))],
             )
             .unwrap();
         assert_eq!(by_cookie.status, 200);
+        assert_eq!(
+            backend_headers(&by_cookie)["cookie"],
+            "theme=dark; lang=en",
+            "the cookie credential was stripped, the other cookies kept"
+        );
+        let only_cookie = gateway
+            .get("/accounts/1", &[("cookie", &format!("session={token}"))])
+            .unwrap();
+        assert_eq!(only_cookie.status, 200);
+        assert!(backend_headers(&only_cookie).get("cookie").is_none());
         let twice = gateway
             .get(
                 &format!("/accounts/1?access_token={token}"),

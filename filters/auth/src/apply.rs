@@ -57,7 +57,7 @@ pub fn decide_and_apply(
     // published and counted differs.
     let (result, reason, identity, normalized) = match verdict {
         Verdict::Allow { identity, path, .. } => {
-            state.metrics.allowed.add(1);
+            state.counts.allowed += 1;
             ("allowed", None, identity, path)
         }
         Verdict::ShadowDeny {
@@ -66,7 +66,7 @@ pub fn decide_and_apply(
             rule,
             path,
         } => {
-            state.metrics.shadow_denied.add(1);
+            state.counts.shadow_denied += 1;
             debug!(
                 "shadow denial rule={rule:?} status={} reason={}",
                 denial.status, denial.reason
@@ -74,7 +74,7 @@ pub fn decide_and_apply(
             ("shadow_denied", Some(denial.reason), identity, path)
         }
         Verdict::Deny { denial, rule } => {
-            state.metrics.denied.add(1);
+            state.counts.denied += 1;
             debug!(
                 "denied rule={rule:?} status={} reason={}",
                 denial.status, denial.reason
@@ -138,28 +138,82 @@ fn forward(
         path: &normalized.path,
         timestamp: now,
     });
-    let plan = identity::plan(
+    let mut plan = identity::plan(
         &settings.identity,
         &present,
         identity,
         &credential_headers,
         signed,
     );
-    for name in &plan.remove {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+    // With `strip_credential`, a query or cookie credential goes too.
+    let strip = settings.identity.strip_credential && identity.is_some();
+    let mut query_credentials: Vec<&str> = Vec::new();
+    if strip {
+        query_credentials.extend(settings.credentials.query_parameter.as_deref());
+        query_credentials.extend(
+            settings
+                .api_keys
+                .as_ref()
+                .and_then(|keys| keys.query_parameter.as_deref()),
+        );
     }
-    for (name, value) in &plan.set {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
-    }
+    let mut target = None;
     if let Some(normalized) = normalized {
-        let target = match &normalized.query {
+        let query = match normalized.query.as_deref() {
+            Some(query) if !query_credentials.is_empty() => {
+                identity::strip_query(query, &query_credentials)
+            }
+            other => other.map(str::to_string),
+        };
+        let routed = match query {
             Some(query) => format!("{}?{query}", normalized.path),
             None => normalized.path.clone(),
         };
-        if target != path {
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(&target));
+        if routed != path {
+            target = Some(routed);
         }
     }
+    let cookie = settings
+        .credentials
+        .cookie
+        .as_deref()
+        .filter(|_| strip && present.contains(&"cookie"))
+        .map(|name| {
+            let cookies = headers
+                .iter()
+                .filter(|(key, _)| key == "cookie")
+                .map(|(_, value)| value.as_slice());
+            identity::strip_cookie(cookies, name)
+        });
+    if let Some(cookie) = cookie {
+        plan.remove.push("cookie".into());
+        if let Some(value) = cookie {
+            plan.set.push(("cookie".into(), value));
+        }
+    }
+    if plan.remove.is_empty() && plan.set.is_empty() && target.is_none() {
+        return;
+    }
+    // One crossing for the whole map: each single-header write costs a host call
+    // (and a route-cache reset), which dominated the cached-token path.
+    let replaced = |name: &str| {
+        plan.remove.iter().any(|removed| removed == name)
+            || plan.set.iter().any(|(set, _)| set == name)
+    };
+    let mut pairs: Vec<(&str, &[u8])> = Vec::with_capacity(headers.len() + plan.set.len());
+    for (name, value) in headers {
+        if replaced(name) {
+            continue;
+        }
+        match (&target, name.as_str()) {
+            (Some(target), ":path") => pairs.push((name, target.as_bytes())),
+            _ => pairs.push((name, value)),
+        }
+    }
+    for (name, value) in &plan.set {
+        pairs.push((name, value.as_bytes()));
+    }
+    let _ = hostcalls::set_map_bytes(MapType::HttpRequestHeaders, pairs);
 }
 
 fn publish(result: &str, reason: Option<&str>, identity: Option<&Identity>) {

@@ -114,8 +114,10 @@ impl RootContext for AuthRoot {
             Rc::new(settings),
             metrics,
         ))));
+        // The tick also adds each VM's decision counts to the shared counters, so
+        // it runs even when every key set is inline.
+        self.set_tick_period(TICK);
         if remote {
-            self.set_tick_period(TICK);
             self.on_tick();
         }
         true
@@ -129,6 +131,7 @@ impl RootContext for AuthRoot {
         self.sync_and_wake(&state, now_ms);
         self.fetch_due_keys(&state, now_ms);
         report_key_age(&state, now_ms);
+        state.borrow_mut().flush_counts();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -44,6 +44,17 @@ pub struct VmState {
     pub cache: TokenCache,
     pub waiters: Vec<Waiter>,
     pub metrics: AuthMetrics,
+    /// Decisions counted since the last tick: the root adds them to the shared
+    /// counters, so a request pays no host call for its count.
+    pub counts: DecisionCounts,
+}
+
+/// Per-request counters, kept in the VM between ticks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecisionCounts {
+    pub allowed: u64,
+    pub denied: u64,
+    pub shadow_denied: u64,
 }
 
 pub type SharedState = Rc<RefCell<VmState>>;
@@ -67,7 +78,19 @@ impl VmState {
             providers,
             waiters: Vec::new(),
             metrics,
+            counts: DecisionCounts::default(),
         }
+    }
+
+    /// Adds the decisions counted since the last call to the shared counters.
+    pub fn flush_counts(&mut self) {
+        let counts = std::mem::take(&mut self.counts);
+        let add = |metric: &gatehouse_host::Metric, count: u64| {
+            metric.add(i64::try_from(count).unwrap_or(i64::MAX));
+        };
+        add(&self.metrics.allowed, counts.allowed);
+        add(&self.metrics.denied, counts.denied);
+        add(&self.metrics.shadow_denied, counts.shadow_denied);
     }
 
     /// The generation of a provider's keys, if any are loaded.

@@ -102,6 +102,35 @@ pub fn signature(
     format!("t={},v1={digest}", request.timestamp)
 }
 
+/// The query string without the parameters named in `names` (the credential, when
+/// `strip_credential` is on); `None` when nothing is left.
+pub fn strip_query(query: &str, names: &[&str]) -> Option<String> {
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(key, _)| key);
+            !pair.is_empty() && !names.contains(&key)
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+/// The request's cookies, from every `cookie` header, without the one named
+/// `name`, joined into one header value; `None` when nothing is left.
+pub fn strip_cookie<'a>(cookies: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<String> {
+    let mut kept: Vec<String> = Vec::new();
+    for header in cookies {
+        for pair in String::from_utf8_lossy(header).split(';') {
+            let pair = pair.trim();
+            let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+            if !pair.is_empty() && key != name {
+                kept.push(pair.to_string());
+            }
+        }
+    }
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
 /// The attribute the auth filter publishes for later filters and the audit record.
 pub fn outcome(result: &str, reason: Option<&str>, identity: Option<&Identity>) -> AuthOutcome {
     AuthOutcome {
@@ -118,6 +147,30 @@ pub fn outcome(result: &str, reason: Option<&str>, identity: Option<&Identity>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_credential_leaves_the_query_and_the_cookies_alone_otherwise() {
+        assert_eq!(
+            strip_query("page=2&access_token=abc&sort=asc", &["access_token"]),
+            Some("page=2&sort=asc".into())
+        );
+        assert_eq!(
+            strip_query("access_token=abc&api_key=k", &["access_token", "api_key"]),
+            None
+        );
+        assert_eq!(strip_query("access_token", &["access_token"]), None);
+        assert_eq!(
+            strip_query("access_tokens=1&&x", &["access_token"]),
+            Some("access_tokens=1&x".into())
+        );
+        let headers: Vec<&[u8]> = vec![b"theme=dark; session=tok", b"lang=en"];
+        assert_eq!(
+            strip_cookie(headers.into_iter(), "session"),
+            Some("theme=dark; lang=en".into())
+        );
+        let only: Vec<&[u8]> = vec![b"session=tok"];
+        assert_eq!(strip_cookie(only.into_iter(), "session"), None);
+    }
     use crate::auth::config::CredentialKind;
 
     fn config(signature: bool) -> IdentityHeaders {

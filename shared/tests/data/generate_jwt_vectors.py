@@ -5,13 +5,16 @@ the primitives of crafted ones), so that the policy crate's verifier is tested
 against code that is not its own.
 
 Run with `make jwt-vectors` (installs the pinned packages into .tools/venv).
-Every token is checked at the fixed time NOW.
+Every token is checked at the fixed time NOW. The Envoy scenario
+`tests/tests/auth_vectors.rs` runs this script with `--now <current time> --out <file>`
+to send the same attacks, freshly signed, through a real gateway.
 """
 
 import base64
 import warnings
 import json
 import os
+import sys
 
 from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -20,10 +23,20 @@ from joserfc import jwk, jwt
 
 warnings.simplefilter("ignore")  # joserfc warns that EdDSA is being renamed
 
-NOW = 1_796_314_409
-ISSUER = "https://idp.example"
+
+def option(name, default):
+    if name in sys.argv:
+        index = sys.argv.index(name)
+        if index + 1 < len(sys.argv):
+            return sys.argv[index + 1]
+        sys.exit(f"{name} needs a value")
+    return default
+
+
+NOW = int(option("--now", 1_796_314_409))
+ISSUER = option("--issuer", "https://idp.example")
 AUDIENCE = "https://api.example"
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jwt_vectors.json")
+OUT = option("--out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "jwt_vectors.json"))
 
 
 def b64(data):
