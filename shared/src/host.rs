@@ -23,6 +23,26 @@ pub trait RandomSource {
     fn fill(&mut self, buffer: &mut [u8]);
 }
 
+/// The proxy's shared key-value store (Envoy's shared data): common to every VM of
+/// the process, versioned for compare-and-swap, with no delete.
+pub trait SharedStore {
+    /// The value and its version, `None` when the key was never written.
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError>;
+
+    /// Writes `value` if the key's version is still `version`; `None` writes
+    /// unconditionally (the host has no "only if absent").
+    fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> Result<(), StoreError>;
+}
+
+/// Why the store refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    /// Another writer changed the value since it was read.
+    VersionMismatch,
+    /// The host refused for another reason.
+    Unavailable,
+}
+
 /// Milliseconds since the Unix epoch, 0 for a time before it, saturating far after.
 pub fn millis_since_epoch(time: SystemTime) -> u64 {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);

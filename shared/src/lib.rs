@@ -15,5 +15,6 @@ pub mod correlation;
 pub mod host;
 pub mod jwt;
 pub mod path;
+pub mod ratelimit;
 pub mod redact;
 pub mod time;

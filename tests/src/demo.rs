@@ -13,8 +13,14 @@ pub const BACKENDS: [(&str, &str); 3] = [
     ("analytics", "127.0.0.1:18103"),
 ];
 
-/// Filters of the demo, in request order.
-pub const FILTERS: [&str; 2] = ["audit", "auth"];
+/// Filter instances of the demo, in request order: the ratelimit module runs twice,
+/// by client address before auth and by consumer tier after it.
+pub const FILTERS: [&str; 4] = ["audit", "ratelimit-edge", "auth", "ratelimit-tiers"];
+
+/// The module an instance runs (`ratelimit-edge` -> `ratelimit`).
+pub fn module_of(instance: &str) -> &str {
+    instance.split('-').next().unwrap_or(instance)
+}
 
 /// The demo identity provider's port (its issuer is `http://127.0.0.1:18300`).
 pub const IDP_PORT: u16 = 18300;
@@ -46,9 +52,12 @@ pub fn config_path(filter: &str) -> PathBuf {
 /// Checks a filter configuration with the same code the filter runs, so that a bad
 /// configuration is refused before it ships. The message names the bad field.
 pub fn validate(filter: &str, config: &[u8]) -> Result<()> {
-    let outcome = match filter {
+    let outcome = match module_of(filter) {
         "audit" => gatehouse_shared::audit::AuditSettings::from_json(config).map(|_| ()),
         "auth" => gatehouse_shared::auth::AuthSettings::from_json(config).map(|_| ()),
+        "ratelimit" => {
+            gatehouse_shared::ratelimit::RateLimitSettings::from_json(config).map(|_| ())
+        }
         other => return Err(HarnessError(format!("unknown filter {other:?}"))),
     };
     outcome.map_err(|error| HarnessError(format!("{filter} configuration refused: {error}")))
@@ -63,7 +72,7 @@ pub fn install(filter: &str, config: Option<PathBuf>, module: Option<PathBuf>) -
     validate(filter, text.as_bytes())?;
     let spec = FilterSpec::new(
         filter,
-        module.unwrap_or_else(|| paths::module(filter)),
+        module.unwrap_or_else(|| paths::module(module_of(filter))),
         &text,
     );
     fs::create_dir_all(ecds_dir()).context("create target/demo/ecds")?;

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod ecds;
 pub mod echo;
 pub mod envoy;
+pub mod http1;
 pub mod idp;
 pub mod jose;
 pub mod keyset;

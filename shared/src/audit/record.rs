@@ -75,6 +75,9 @@ pub struct AuditRecord {
     pub auth_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratelimit_result: Option<String>,
+    /// The limit that limited (or would have, in shadow mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratelimit_limit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic_target: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -103,6 +106,7 @@ impl AuditRecord {
                     return;
                 };
                 self.ratelimit_result = Some(clip(outcome.result));
+                self.ratelimit_limit = outcome.limit.map(clip);
             }
             attributes::TRAFFIC => {
                 let Ok(outcome) = serde_json::from_slice::<TrafficOutcome>(value) else {

@@ -1,0 +1,481 @@
+//! The limited-share alert: every VM adds its counts to one ring of per-second
+//! buckets in shared data; every VM evaluates it on its tick, and a change of state
+//! is claimed by compare-and-swap, so exactly one VM decides each transition and
+//! exactly one holds the lease to deliver each event (PagerDuty Events v2 shape).
+
+use super::config::AlertSettings;
+use crate::host::{SharedStore, StoreError};
+use serde::{Deserialize, Serialize};
+
+/// Delivery attempts before an event is given up.
+pub const MAX_ATTEMPTS: u32 = 20;
+/// Longest pause between attempts.
+pub const MAX_BACKOFF_MS: u64 = 30_000;
+
+fn counts_key(instance: &str) -> String {
+    format!("gatehouse.ratelimit.{instance}.alert.counts")
+}
+
+fn state_key(instance: &str) -> String {
+    format!("gatehouse.ratelimit.{instance}.alert.state")
+}
+
+/// Requests and limited requests per second over the window (and the second
+/// being filled): `[first second u64][total u32, limited u32]...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ring {
+    first: u64,
+    buckets: Vec<(u32, u32)>,
+}
+
+impl Ring {
+    fn empty(len: usize, now_s: u64) -> Self {
+        Self {
+            first: (now_s + 1).saturating_sub(len as u64),
+            buckets: vec![(0, 0); len],
+        }
+    }
+
+    fn decode(bytes: &[u8], len: usize, now_s: u64) -> Self {
+        let expected = 8 + 8 * len;
+        if bytes.len() != expected {
+            return Self::empty(len, now_s);
+        }
+        let word = |offset: usize| -> u32 {
+            bytes
+                .get(offset..offset + 4)
+                .and_then(|chunk| <[u8; 4]>::try_from(chunk).ok())
+                .map_or(0, u32::from_le_bytes)
+        };
+        let first = bytes
+            .get(..8)
+            .and_then(|chunk| <[u8; 8]>::try_from(chunk).ok())
+            .map_or(0, u64::from_le_bytes);
+        let buckets = (0..len)
+            .map(|index| (word(8 + 8 * index), word(12 + 8 * index)))
+            .collect();
+        Self { first, buckets }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + 8 * self.buckets.len());
+        out.extend_from_slice(&self.first.to_le_bytes());
+        for (total, limited) in &self.buckets {
+            out.extend_from_slice(&total.to_le_bytes());
+            out.extend_from_slice(&limited.to_le_bytes());
+        }
+        out
+    }
+
+    /// Moves the ring so that its last bucket is `now_s`.
+    fn advance(&mut self, now_s: u64) {
+        let len = self.buckets.len() as u64;
+        let last = self.first + len - 1;
+        if now_s <= last {
+            return;
+        }
+        let shift = now_s - last;
+        if shift >= len {
+            self.buckets.iter_mut().for_each(|bucket| *bucket = (0, 0));
+        } else {
+            let shift = usize::try_from(shift).unwrap_or(0);
+            self.buckets.rotate_left(shift);
+            let keep = self.buckets.len() - shift;
+            self.buckets[keep..]
+                .iter_mut()
+                .for_each(|bucket| *bucket = (0, 0));
+        }
+        self.first = now_s + 1 - len;
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        self.buckets
+            .iter()
+            .fold((0, 0), |(total, limited), bucket| {
+                (total + u64::from(bucket.0), limited + u64::from(bucket.1))
+            })
+    }
+}
+
+/// The alert's shared state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertState {
+    pub firing: bool,
+    /// Numbers the incident (its dedup key).
+    pub incident: u64,
+    /// The event waiting to be delivered.
+    pub pending: Option<Action>,
+    pub attempts: u32,
+    /// Not before this moment (ms).
+    pub next_ms: u64,
+    /// A VM is delivering until this moment (ms).
+    pub lease_ms: u64,
+    /// The figures that caused the pending event.
+    pub limited: u64,
+    pub total: u64,
+}
+
+/// What an event asks of the incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Trigger,
+    Resolve,
+}
+
+/// An event this VM has claimed and must send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub incident: u64,
+    pub action: Action,
+    pub attempt: u32,
+    pub body: String,
+}
+
+/// What a tick did, for the log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TickReport {
+    pub transition: Option<Action>,
+    pub delivery: Option<Delivery>,
+    pub given_up: bool,
+}
+
+/// Adds this VM's counts since the last tick to the ring. Returns false when the
+/// store kept changing (the counts are kept for the next tick).
+pub fn add_counts(
+    store: &dyn SharedStore,
+    instance: &str,
+    settings: &AlertSettings,
+    now_ms: u64,
+    total: u64,
+    limited: u64,
+) -> bool {
+    let len = usize::try_from(settings.window_seconds).unwrap_or(60);
+    let now_s = now_ms / 1000;
+    let key = counts_key(instance);
+    for _ in 0..16 {
+        let (mut ring, version) = match store.get(&key) {
+            Ok(Some((bytes, version))) => (Ring::decode(&bytes, len, now_s), Some(version)),
+            Ok(None) => (Ring::empty(len, now_s), None),
+            Err(_) => return false,
+        };
+        ring.advance(now_s);
+        if let Some(last) = ring.buckets.last_mut() {
+            last.0 = last
+                .0
+                .saturating_add(u32::try_from(total).unwrap_or(u32::MAX));
+            last.1 = last
+                .1
+                .saturating_add(u32::try_from(limited).unwrap_or(u32::MAX));
+        }
+        match store.set(&key, &ring.encode(), version) {
+            Ok(()) => return true,
+            Err(StoreError::VersionMismatch) => continue,
+            Err(StoreError::Unavailable) => return false,
+        }
+    }
+    false
+}
+
+fn read_state(store: &dyn SharedStore, instance: &str) -> Option<(AlertState, Option<u32>)> {
+    match store.get(&state_key(instance)) {
+        Ok(Some((bytes, version))) => Some((
+            serde_json::from_slice(&bytes).unwrap_or_default(),
+            Some(version),
+        )),
+        Ok(None) => Some((AlertState::default(), None)),
+        Err(_) => None,
+    }
+}
+
+fn write_state(
+    store: &dyn SharedStore,
+    instance: &str,
+    state: &AlertState,
+    version: Option<u32>,
+) -> bool {
+    serde_json::to_vec(state)
+        .ok()
+        .is_some_and(|bytes| store.set(&state_key(instance), &bytes, version).is_ok())
+}
+
+/// Evaluates the window and, if an event is due and nobody is delivering it,
+/// claims it for this VM.
+pub fn tick(
+    store: &dyn SharedStore,
+    instance: &str,
+    settings: &AlertSettings,
+    now_ms: u64,
+) -> TickReport {
+    let mut report = TickReport::default();
+    let len = usize::try_from(settings.window_seconds).unwrap_or(60);
+    let now_s = now_ms / 1000;
+    let (total, limited) = match store.get(&counts_key(instance)) {
+        Ok(Some((bytes, _))) => {
+            let mut ring = Ring::decode(&bytes, len, now_s);
+            ring.advance(now_s);
+            ring.totals()
+        }
+        _ => (0, 0),
+    };
+    let share = if total == 0 {
+        0.0
+    } else {
+        limited as f64 * 100.0 / total as f64
+    };
+
+    let Some((mut state, version)) = read_state(store, instance) else {
+        return report;
+    };
+    let before = state.clone();
+    if !state.firing && total >= settings.min_requests && share > settings.trigger_percent {
+        state.firing = true;
+        state.incident = state.incident.wrapping_add(1).max(now_ms);
+        state.pending = Some(Action::Trigger);
+        report.transition = Some(Action::Trigger);
+    } else if state.firing && share < settings.resolve_percent {
+        state.firing = false;
+        // A trigger never delivered needs no resolve.
+        state.pending = match state.pending {
+            Some(Action::Trigger) => None,
+            _ => Some(Action::Resolve),
+        };
+        report.transition = Some(Action::Resolve);
+    }
+    if report.transition.is_some() {
+        state.attempts = 0;
+        state.next_ms = now_ms;
+        state.lease_ms = 0;
+        state.limited = limited;
+        state.total = total;
+    }
+    let due = state.pending.is_some() && now_ms >= state.next_ms && now_ms >= state.lease_ms;
+    let mut claimed = None;
+    if due {
+        if state.attempts >= MAX_ATTEMPTS {
+            state.pending = None;
+            report.given_up = true;
+        } else if let Some(action) = state.pending {
+            state.attempts += 1;
+            state.lease_ms = now_ms + settings.timeout_ms + 1000;
+            claimed = Some(Delivery {
+                incident: state.incident,
+                action,
+                attempt: state.attempts,
+                body: event_body(instance, settings, &state, action),
+            });
+        }
+    }
+    if state != before {
+        if write_state(store, instance, &state, version) {
+            report.delivery = claimed;
+        } else {
+            // Another VM changed it first: it decides this time.
+            report.transition = None;
+            report.given_up = false;
+        }
+    }
+    report
+}
+
+/// Records the answer to a delivery: done on success, retried later on failure.
+pub fn delivered(
+    store: &dyn SharedStore,
+    instance: &str,
+    delivery: &Delivery,
+    success: bool,
+    now_ms: u64,
+) {
+    for _ in 0..16 {
+        let Some((mut state, version)) = read_state(store, instance) else {
+            return;
+        };
+        if state.incident != delivery.incident || state.pending != Some(delivery.action) {
+            return;
+        }
+        if success {
+            state.pending = None;
+        } else {
+            let backoff = 1000u64
+                .saturating_mul(1 << delivery.attempt.saturating_sub(1).min(15))
+                .min(MAX_BACKOFF_MS);
+            state.next_ms = now_ms + backoff;
+        }
+        state.lease_ms = 0;
+        if write_state(store, instance, &state, version) {
+            return;
+        }
+    }
+}
+
+/// The dedup key PagerDuty groups the trigger and the resolve by.
+pub fn dedup_key(instance: &str, incident: u64) -> String {
+    format!("gatehouse-ratelimit-{instance}-{incident}")
+}
+
+fn event_body(
+    instance: &str,
+    settings: &AlertSettings,
+    state: &AlertState,
+    action: Action,
+) -> String {
+    let dedup = dedup_key(instance, state.incident);
+    match action {
+        Action::Resolve => serde_json::json!({
+            "routing_key": settings.routing_key,
+            "event_action": "resolve",
+            "dedup_key": dedup,
+        }),
+        Action::Trigger => {
+            let share = if state.total == 0 {
+                0.0
+            } else {
+                (state.limited as f64 * 1000.0 / state.total as f64).round() / 10.0
+            };
+            serde_json::json!({
+                "routing_key": settings.routing_key,
+                "event_action": "trigger",
+                "dedup_key": dedup,
+                "payload": {
+                    "summary": format!(
+                        "gatehouse ratelimit {instance}: {share}% of {} requests limited over {} s (threshold {}%)",
+                        state.total, settings.window_seconds, settings.trigger_percent
+                    ),
+                    "source": settings.source,
+                    "severity": settings.severity,
+                    "component": "gatehouse-ratelimit",
+                    "group": instance,
+                    "class": "rate_limited_share",
+                    "custom_details": {
+                        "limited": state.limited,
+                        "total": state.total,
+                        "share_percent": share,
+                        "window_seconds": settings.window_seconds,
+                        "trigger_percent": settings.trigger_percent,
+                        "resolve_percent": settings.resolve_percent,
+                    },
+                },
+            })
+        }
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::table::memory::MemoryStore;
+    use super::*;
+
+    const T0: u64 = 1_800_000_000_000;
+
+    fn settings() -> AlertSettings {
+        AlertSettings {
+            cluster: "pd".into(),
+            path: "/v2/enqueue".into(),
+            authority: "pd".into(),
+            timeout_ms: 1000,
+            routing_key: "rk".into(),
+            trigger_percent: 5.0,
+            resolve_percent: 2.0,
+            window_seconds: 10,
+            min_requests: 20,
+            severity: "warning".into(),
+            source: "gw".into(),
+        }
+    }
+
+    #[test]
+    fn two_vms_fire_once_deliver_once_and_resolve_once() {
+        let store = MemoryStore::default();
+        let settings = settings();
+        // Under the minimum: nothing.
+        assert!(add_counts(&store, "edge", &settings, T0, 10, 5));
+        assert_eq!(tick(&store, "edge", &settings, T0).transition, None);
+        // Over: the first VM to tick claims the trigger; the second sees it taken.
+        assert!(add_counts(&store, "edge", &settings, T0 + 500, 90, 2));
+        let first = tick(&store, "edge", &settings, T0 + 600);
+        let second = tick(&store, "edge", &settings, T0 + 601);
+        assert_eq!(first.transition, Some(Action::Trigger));
+        let delivery = first.delivery.unwrap();
+        assert_eq!(second, TickReport::default());
+        let body: serde_json::Value = serde_json::from_str(&delivery.body).unwrap();
+        assert_eq!(body["event_action"], "trigger");
+        assert_eq!(body["payload"]["custom_details"]["share_percent"], 7.0);
+        assert_eq!(body["payload"]["custom_details"]["total"], 100);
+
+        // The delivery fails: retried after a pause, by whichever VM ticks then.
+        delivered(&store, "edge", &delivery, false, T0 + 700);
+        assert_eq!(tick(&store, "edge", &settings, T0 + 1_000).delivery, None);
+        let retry = tick(&store, "edge", &settings, T0 + 1_700)
+            .delivery
+            .unwrap();
+        assert_eq!((retry.attempt, retry.incident), (2, delivery.incident));
+        delivered(&store, "edge", &retry, true, T0 + 1_800);
+        assert_eq!(
+            tick(&store, "edge", &settings, T0 + 5_000),
+            TickReport::default()
+        );
+
+        // The window slides past the limited requests: one resolve, same dedup key.
+        let later = T0 + 12_000;
+        let resolve = tick(&store, "edge", &settings, later);
+        assert_eq!(resolve.transition, Some(Action::Resolve));
+        let resolve = resolve.delivery.unwrap();
+        let body: serde_json::Value = serde_json::from_str(&resolve.body).unwrap();
+        assert_eq!(body["event_action"], "resolve");
+        assert_eq!(body["dedup_key"], dedup_key("edge", delivery.incident));
+        assert_eq!(
+            tick(&store, "edge", &settings, later + 1),
+            TickReport::default()
+        );
+        delivered(&store, "edge", &resolve, true, later + 2);
+        assert_eq!(
+            tick(&store, "edge", &settings, later + 3_000),
+            TickReport::default()
+        );
+    }
+
+    #[test]
+    fn a_lost_vm_lease_expires_and_an_event_is_given_up_after_the_attempts() {
+        let store = MemoryStore::default();
+        let settings = settings();
+        add_counts(&store, "edge", &settings, T0, 100, 50);
+        let first = tick(&store, "edge", &settings, T0).delivery.unwrap();
+        // No answer ever comes: the lease (timeout + 1 s) runs out, another VM retries.
+        assert_eq!(tick(&store, "edge", &settings, T0 + 1_500).delivery, None);
+        let again = tick(&store, "edge", &settings, T0 + 2_001)
+            .delivery
+            .unwrap();
+        assert_eq!(again.attempt, first.attempt + 1);
+        let mut now = T0 + 2_001;
+        let mut last = again;
+        let mut given_up = false;
+        for _ in 0..100 {
+            delivered(&store, "edge", &last, false, now);
+            now += MAX_BACKOFF_MS;
+            // Keep the share high so the alert stays on.
+            add_counts(&store, "edge", &settings, now, 100, 50);
+            let report = tick(&store, "edge", &settings, now);
+            if report.given_up {
+                given_up = true;
+                break;
+            }
+            last = report.delivery.unwrap();
+        }
+        assert!(given_up);
+        assert!(last.attempt <= MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn the_ring_keeps_the_window_only() {
+        let mut ring = Ring::empty(3, 100);
+        ring.buckets = vec![(1, 0), (2, 1), (3, 1)];
+        ring.advance(101);
+        assert_eq!(ring.buckets, vec![(2, 1), (3, 1), (0, 0)]);
+        ring.advance(500);
+        assert_eq!(ring.totals(), (0, 0));
+        let bytes = ring.encode();
+        assert_eq!(Ring::decode(&bytes, 3, 500), ring);
+        assert_eq!(Ring::decode(&bytes[1..], 3, 500), Ring::empty(3, 500));
+    }
+}
