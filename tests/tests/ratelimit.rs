@@ -445,6 +445,82 @@ fn response_headers_limited_and_never() {
     assert_eq!(body["retry_after_seconds"], retry_after);
 }
 
+#[test]
+fn sliding_window_burst_caps_one_tenth_of_the_window() {
+    let config = json!({
+        "name": "burst",
+        "limits": [{
+            "name": "burst",
+            "key": client_address(),
+            "tiers": {"default": {"requests": 10, "window_seconds": 10, "burst": 2}},
+        }],
+    });
+    let scene = setup(vec![ratelimit("ratelimit", &config)]);
+    let mut connection = scene.connection();
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| connection.get("/accounts/item", &[]).unwrap().status)
+        .collect();
+    let started = Instant::now();
+    // The five usually share one 1 s sub-window; when they straddle two, the second
+    // may take two more.
+    let passed = statuses.iter().filter(|&&status| status == 200).count();
+    assert!((2..=4).contains(&passed), "{statuses:?}");
+    assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
+    assert_eq!(
+        statuses[2], 429,
+        "the third in one sub-window: {statuses:?}"
+    );
+
+    // Refused requests take nothing: polling finds the next sub-window within 1 s.
+    let reopened = wait_for(Duration::from_millis(1500), || {
+        (connection.get("/accounts/item", &[]).unwrap().status == 200).then_some(())
+    });
+    assert!(
+        reopened.is_some(),
+        "no request passed in the next sub-window"
+    );
+    assert!(started.elapsed() < Duration::from_millis(1200));
+}
+
+#[test]
+fn a_request_refused_by_a_later_limit_gives_back_what_earlier_limits_took() {
+    let config = json!({
+        "name": "giveback",
+        "response_headers": "always",
+        "limits": [
+            limit("wide", client_address(), 10, 60),
+            {
+                "name": "narrow",
+                "key": header_key("x-tenant"),
+                "match": {"methods": ["GET"], "path": {"prefix": "/accounts/narrow/"}},
+                "tiers": {"default": {"requests": 2, "window_seconds": 60}},
+            },
+        ],
+    });
+    let scene = setup(vec![ratelimit("ratelimit", &config)]);
+    let mut connection = scene.connection();
+    let tenant = [("x-tenant", "t")];
+    for remaining in [1, 0] {
+        let response = connection.get("/accounts/narrow/item", &tenant).unwrap();
+        assert_allowed(&response, "narrow", 2, 60, remaining, 1..=66);
+    }
+    for _ in 0..3 {
+        let refused = connection.get("/accounts/narrow/item", &tenant).unwrap();
+        limited_body(&refused, "narrow");
+    }
+    // Outside the narrow limit's path, and with another method: only `wide` counts,
+    // and it took only the two admitted requests.
+    let other = connection.get("/accounts/other", &tenant).unwrap();
+    assert_allowed(&other, "wide", 10, 60, 7, 1..=66);
+    let post = RawRequest {
+        method: "POST".into(),
+        ..RawRequest::get("/accounts/narrow/item", &tenant)
+    };
+    let posted = connection.send(&post).unwrap();
+    assert_allowed(&posted, "wide", 10, 60, 6, 1..=66);
+    assert_eq!(scene.backend.requests(), 4);
+}
+
 // ---------------------------------------------------------------------------------
 // 3. Keys
 
@@ -642,15 +718,18 @@ fn a_hundred_thousand_distinct_clients_keep_memory_bounded() {
          (+{heap_growth}), rss {rss_all} (+{rss_growth}); sent in {:?} and {:?}",
         warm.elapsed, rest.elapsed
     );
-    // One shared-data entry per client costs well over 100 bytes: 80,000 more clients
-    // would add more than 8 MB to Envoy's heap. Per-client state kept inside the VMs
-    // would show in the resident size instead.
+    // Measured on a 2-core machine (Envoy 1.40, 16 connections): with 1024 slots the
+    // 80,000 further clients grew the heap by 0 to 86 KB and the resident size by 0
+    // to 41 KB (about 2 + 13 s to send). The same run with 1,048,576 slots, one
+    // shared-data entry per client, grew the heap by 6.4 MB and the resident size by
+    // 6.5 MB (about 80 bytes a client). Per-client state kept inside the VMs would
+    // show in the resident size only.
     assert!(
-        heap_growth < 4 * 1024 * 1024,
+        heap_growth < 2 * 1024 * 1024,
         "80,000 more clients grew Envoy's heap by {heap_growth} bytes"
     );
     assert!(
-        rss_growth < 8 * 1024 * 1024,
+        rss_growth < 2 * 1024 * 1024,
         "80,000 more clients grew Envoy's resident memory by {rss_growth} bytes"
     );
     let allowed = counter("memory", "per-address", "default", "allowed");
