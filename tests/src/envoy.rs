@@ -187,6 +187,11 @@ impl GatewayBuilder {
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                             "stat_prefix": "gateway",
+                            // The connection's peer is the client unless trusted
+                            // hops say otherwise: with Envoy's default,
+                            // `source.address` would come from x-forwarded-for.
+                            "use_remote_address": true,
+                            "skip_xff_append": true,
                             "access_log": [{
                                 "name": "envoy.access_loggers.file",
                                 "typed_config": {
