@@ -18,3 +18,4 @@ pub mod path;
 pub mod ratelimit;
 pub mod redact;
 pub mod time;
+pub mod window;

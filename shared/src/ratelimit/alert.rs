@@ -4,7 +4,8 @@
 //! exactly one holds the lease to deliver each event (PagerDuty Events v2 shape).
 
 use super::config::AlertSettings;
-use crate::host::{SharedStore, StoreError};
+use crate::host::SharedStore;
+use crate::window;
 use serde::{Deserialize, Serialize};
 
 /// Delivery attempts before an event is given up.
@@ -18,83 +19,6 @@ fn counts_key(instance: &str) -> String {
 
 fn state_key(instance: &str) -> String {
     format!("gatehouse.ratelimit.{instance}.alert.state")
-}
-
-/// Requests and limited requests per second over the window (and the second
-/// being filled): `[first second u64][total u32, limited u32]...`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Ring {
-    first: u64,
-    buckets: Vec<(u32, u32)>,
-}
-
-impl Ring {
-    fn empty(len: usize, now_s: u64) -> Self {
-        Self {
-            first: (now_s + 1).saturating_sub(len as u64),
-            buckets: vec![(0, 0); len],
-        }
-    }
-
-    fn decode(bytes: &[u8], len: usize, now_s: u64) -> Self {
-        let expected = 8 + 8 * len;
-        if bytes.len() != expected {
-            return Self::empty(len, now_s);
-        }
-        let word = |offset: usize| -> u32 {
-            bytes
-                .get(offset..offset + 4)
-                .and_then(|chunk| <[u8; 4]>::try_from(chunk).ok())
-                .map_or(0, u32::from_le_bytes)
-        };
-        let first = bytes
-            .get(..8)
-            .and_then(|chunk| <[u8; 8]>::try_from(chunk).ok())
-            .map_or(0, u64::from_le_bytes);
-        let buckets = (0..len)
-            .map(|index| (word(8 + 8 * index), word(12 + 8 * index)))
-            .collect();
-        Self { first, buckets }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + 8 * self.buckets.len());
-        out.extend_from_slice(&self.first.to_le_bytes());
-        for (total, limited) in &self.buckets {
-            out.extend_from_slice(&total.to_le_bytes());
-            out.extend_from_slice(&limited.to_le_bytes());
-        }
-        out
-    }
-
-    /// Moves the ring so that its last bucket is `now_s`.
-    fn advance(&mut self, now_s: u64) {
-        let len = self.buckets.len() as u64;
-        let last = self.first + len - 1;
-        if now_s <= last {
-            return;
-        }
-        let shift = now_s - last;
-        if shift >= len {
-            self.buckets.iter_mut().for_each(|bucket| *bucket = (0, 0));
-        } else {
-            let shift = usize::try_from(shift).unwrap_or(0);
-            self.buckets.rotate_left(shift);
-            let keep = self.buckets.len() - shift;
-            self.buckets[keep..]
-                .iter_mut()
-                .for_each(|bucket| *bucket = (0, 0));
-        }
-        self.first = now_s + 1 - len;
-    }
-
-    fn totals(&self) -> (u64, u64) {
-        self.buckets
-            .iter()
-            .fold((0, 0), |(total, limited), bucket| {
-                (total + u64::from(bucket.0), limited + u64::from(bucket.1))
-            })
-    }
 }
 
 /// The alert's shared state.
@@ -151,30 +75,7 @@ pub fn add_counts(
     limited: u64,
 ) -> bool {
     let len = usize::try_from(settings.window_seconds).unwrap_or(60);
-    let now_s = now_ms / 1000;
-    let key = counts_key(instance);
-    for _ in 0..16 {
-        let (mut ring, version) = match store.get(&key) {
-            Ok(Some((bytes, version))) => (Ring::decode(&bytes, len, now_s), Some(version)),
-            Ok(None) => (Ring::empty(len, now_s), None),
-            Err(_) => return false,
-        };
-        ring.advance(now_s);
-        if let Some(last) = ring.buckets.last_mut() {
-            last.0 = last
-                .0
-                .saturating_add(u32::try_from(total).unwrap_or(u32::MAX));
-            last.1 = last
-                .1
-                .saturating_add(u32::try_from(limited).unwrap_or(u32::MAX));
-        }
-        match store.set(&key, &ring.encode(), version) {
-            Ok(()) => return true,
-            Err(StoreError::VersionMismatch) => continue,
-            Err(StoreError::Unavailable) => return false,
-        }
-    }
-    false
+    window::add(store, &counts_key(instance), len, now_ms, total, limited)
 }
 
 fn read_state(store: &dyn SharedStore, instance: &str) -> Option<(AlertState, Option<u32>)> {
@@ -209,15 +110,7 @@ pub fn tick(
 ) -> TickReport {
     let mut report = TickReport::default();
     let len = usize::try_from(settings.window_seconds).unwrap_or(60);
-    let now_s = now_ms / 1000;
-    let (total, limited) = match store.get(&counts_key(instance)) {
-        Ok(Some((bytes, _))) => {
-            let mut ring = Ring::decode(&bytes, len, now_s);
-            ring.advance(now_s);
-            ring.totals()
-        }
-        _ => (0, 0),
-    };
+    let (total, limited) = window::totals(store, &counts_key(instance), len, now_ms);
     let share = if total == 0 {
         0.0
     } else {
@@ -464,18 +357,5 @@ mod tests {
         }
         assert!(given_up);
         assert!(last.attempt <= MAX_ATTEMPTS);
-    }
-
-    #[test]
-    fn the_ring_keeps_the_window_only() {
-        let mut ring = Ring::empty(3, 100);
-        ring.buckets = vec![(1, 0), (2, 1), (3, 1)];
-        ring.advance(101);
-        assert_eq!(ring.buckets, vec![(2, 1), (3, 1), (0, 0)]);
-        ring.advance(500);
-        assert_eq!(ring.totals(), (0, 0));
-        let bytes = ring.encode();
-        assert_eq!(Ring::decode(&bytes, 3, 500), ring);
-        assert_eq!(Ring::decode(&bytes[1..], 3, 500), Ring::empty(3, 500));
     }
 }
