@@ -10,7 +10,7 @@ WASM_TARGET   := wasm32-wasip1
 TOOLS         := .tools
 VENV          := $(TOOLS)/venv
 ENVOY         := $(TOOLS)/bin/envoy
-FILTERS       := audit auth ratelimit
+FILTERS       := audit auth ratelimit traffic
 # Modules the tests and benchmarks load besides the filters.
 TEST_MODULES  := noop publisher
 WASM_OUT      := target/$(WASM_TARGET)/release

@@ -18,4 +18,5 @@ pub mod path;
 pub mod ratelimit;
 pub mod redact;
 pub mod time;
+pub mod traffic;
 pub mod window;

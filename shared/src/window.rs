@@ -117,7 +117,6 @@ impl Ring {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

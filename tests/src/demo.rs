@@ -7,15 +7,23 @@ use std::path::PathBuf;
 
 /// Echo backends of the demo: name and address, as `envoy-config/demo/envoy.yaml`
 /// names them.
-pub const BACKENDS: [(&str, &str); 3] = [
+pub const BACKENDS: [(&str, &str); 5] = [
     ("public", "127.0.0.1:18101"),
     ("accounts", "127.0.0.1:18102"),
     ("analytics", "127.0.0.1:18103"),
+    ("monolith", "127.0.0.1:18104"),
+    ("orders-v2", "127.0.0.1:18105"),
 ];
 
 /// Filter instances of the demo, in request order: the ratelimit module runs twice,
 /// by client address before auth and by consumer tier after it.
-pub const FILTERS: [&str; 4] = ["audit", "ratelimit-edge", "auth", "ratelimit-tiers"];
+pub const FILTERS: [&str; 5] = [
+    "audit",
+    "ratelimit-edge",
+    "auth",
+    "ratelimit-tiers",
+    "traffic",
+];
 
 /// The module an instance runs (`ratelimit-edge` -> `ratelimit`).
 pub fn module_of(instance: &str) -> &str {
@@ -58,6 +66,7 @@ pub fn validate(filter: &str, config: &[u8]) -> Result<()> {
         "ratelimit" => {
             gatehouse_shared::ratelimit::RateLimitSettings::from_json(config).map(|_| ())
         }
+        "traffic" => gatehouse_shared::traffic::TrafficSettings::from_json(config).map(|_| ()),
         other => return Err(HarnessError(format!("unknown filter {other:?}"))),
     };
     outcome.map_err(|error| HarnessError(format!("{filter} configuration refused: {error}")))
