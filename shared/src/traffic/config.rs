@@ -742,7 +742,8 @@ mod tests {
 
     #[test]
     fn bad_configurations_name_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|c| c["routes"][0]["targets"][0]["weight"] = json!(90)),
                 "routes[0].targets",
