@@ -90,7 +90,7 @@ impl Ring {
     /// Moves the ring so that its last bucket is `now_s`.
     pub fn advance(&mut self, now_s: u64) {
         let len = self.buckets.len() as u64;
-        let last = self.first + len - 1;
+        let last = (self.first + len).saturating_sub(1);
         if now_s <= last {
             return;
         }
@@ -105,7 +105,7 @@ impl Ring {
                 .iter_mut()
                 .for_each(|bucket| *bucket = (0, 0));
         }
-        self.first = now_s + 1 - len;
+        self.first = (now_s + 1).saturating_sub(len);
     }
 
     pub fn totals(&self) -> (u64, u64) {

@@ -179,7 +179,10 @@ impl HttpContext for TrafficStream {
                     if now_ms < local.opened_ms.saturating_add(breaker_settings.open_ms) =>
                 {
                     Admission::Reject {
-                        retry_after_ms: local.opened_ms + breaker_settings.open_ms - now_ms,
+                        retry_after_ms: local
+                            .opened_ms
+                            .saturating_add(breaker_settings.open_ms)
+                            .saturating_sub(now_ms),
                     }
                 }
                 _ => {

@@ -226,7 +226,11 @@ pub fn decide(
     }
 
     decision.shown = match decision.refused {
-        Some(index) => decision.outcomes[index].quota.map(|_| index),
+        Some(index) => decision
+            .outcomes
+            .get(index)
+            .and_then(|outcome| outcome.quota)
+            .map(|_| index),
         None => decision
             .outcomes
             .iter()
