@@ -4,6 +4,9 @@
 //! A request steers the answer with headers: `x-echo-status: 503` answers that
 //! status, `x-echo-delay-ms: 2000` waits first, `x-echo-reset: 1` closes the
 //! connection without answering.
+//!
+//! A test can also make the backend itself fail: after `fail(500)` it answers every
+//! request with that status (still counting it), until `recover()`.
 
 use crate::server::Server;
 use crate::Result;
@@ -13,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +24,7 @@ use std::time::Duration;
 pub struct EchoBackend {
     name: String,
     requests: Arc<AtomicU64>,
+    failing: Arc<AtomicU16>,
     server: Server,
 }
 
@@ -33,14 +37,20 @@ impl EchoBackend {
     /// Starts a backend named `name` on `address`.
     pub fn start_on(name: &str, address: &str) -> Result<Self> {
         let requests = Arc::new(AtomicU64::new(0));
-        let (counter, owner) = (requests.clone(), name.to_string());
+        let failing = Arc::new(AtomicU16::new(0));
+        let (counter, switch, owner) = (requests.clone(), failing.clone(), name.to_string());
         let server = Server::start(address, &format!("echo backend {name}"), move |request| {
             counter.fetch_add(1, Ordering::SeqCst);
-            answer(owner.clone(), request)
+            let failure = match switch.load(Ordering::SeqCst) {
+                0 => None,
+                status => Some(status),
+            };
+            answer(owner.clone(), failure, request)
         })?;
         Ok(Self {
             name: name.to_string(),
             requests,
+            failing,
             server,
         })
     }
@@ -51,6 +61,17 @@ impl EchoBackend {
 
     pub fn address(&self) -> SocketAddr {
         self.server.address()
+    }
+
+    /// Answers every request from now on with `status` (a 5xx to fail), whatever
+    /// the request asks for.
+    pub fn fail(&self, status: u16) {
+        self.failing.store(status, Ordering::SeqCst);
+    }
+
+    /// Answers normally again.
+    pub fn recover(&self) {
+        self.failing.store(0, Ordering::SeqCst);
     }
 
     /// Requests received so far.
@@ -73,6 +94,7 @@ impl std::error::Error for Reset {}
 
 async fn answer(
     name: String,
+    failure: Option<u16>,
     request: Request<Incoming>,
 ) -> std::result::Result<Response<Full<Bytes>>, Reset> {
     let header = |key: &str| {
@@ -82,7 +104,8 @@ async fn answer(
             .and_then(|value| value.to_str().ok())
             .map(str::to_string)
     };
-    let status = header("x-echo-status").and_then(|status| status.parse::<u16>().ok());
+    let status =
+        failure.or_else(|| header("x-echo-status").and_then(|status| status.parse::<u16>().ok()));
     let delay = header("x-echo-delay-ms").and_then(|delay| delay.parse::<u64>().ok());
     let reset = header("x-echo-reset").is_some();
 

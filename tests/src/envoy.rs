@@ -23,7 +23,19 @@ pub struct GatewayBuilder {
     collector: Option<SocketAddr>,
     clusters: Vec<(String, SocketAddr)>,
     native_after: Vec<Value>,
+    header_routes: Vec<HeaderRoute>,
+    mirror: Option<(String, String)>,
     workers: u32,
+}
+
+/// Routes that pick the cluster by a request header a filter sets (see
+/// [`GatewayBuilder::header_route`]).
+#[derive(Debug, Clone)]
+struct HeaderRoute {
+    prefix: String,
+    header: String,
+    targets: Vec<(String, String)>,
+    default_backend: String,
 }
 
 impl GatewayBuilder {
@@ -61,6 +73,38 @@ impl GatewayBuilder {
     /// Adds a native HTTP filter after the wasm filters (before the router).
     pub fn native_filter(mut self, filter: Value) -> Self {
         self.native_after.push(filter);
+        self
+    }
+
+    /// Routes by the header `header` a filter sets: a request whose `header` is one
+    /// of the `targets`' values goes to that value's backend cluster, whatever its
+    /// path (the filter may have rewritten it); any other request under `prefix` goes
+    /// to `default_backend`. These routes come before the `/<name>/` ones, in the
+    /// order added. The backends are clusters added with [`Self::backend`] or
+    /// [`Self::cluster`].
+    pub fn header_route(
+        mut self,
+        prefix: &str,
+        header: &str,
+        targets: &[(&str, &str)],
+        default_backend: &str,
+    ) -> Self {
+        self.header_routes.push(HeaderRoute {
+            prefix: prefix.to_string(),
+            header: header.to_string(),
+            targets: targets
+                .iter()
+                .map(|(value, backend)| (value.to_string(), backend.to_string()))
+                .collect(),
+            default_backend: default_backend.to_string(),
+        });
+        self
+    }
+
+    /// Mirrors, on every header route, the requests that carry `header: 1`: Envoy
+    /// sends a copy to the cluster `backend` (and the client gets the primary's answer).
+    pub fn header_mirror(mut self, header: &str, backend: &str) -> Self {
+        self.mirror = Some((header.to_string(), backend.to_string()));
         self
     }
 
@@ -145,16 +189,18 @@ impl GatewayBuilder {
         }));
 
         let mut routes: Vec<Value> = self
-            .backends
+            .header_routes
             .iter()
-            .map(|(name, _)| {
-                json!({
-                    "name": format!("route-{name}"),
-                    "match": {"prefix": format!("/{name}/")},
-                    "route": {"cluster": name, "timeout": "10s"}
-                })
-            })
+            .enumerate()
+            .flat_map(|(index, route)| self.header_route_entries(index, route))
             .collect();
+        routes.extend(self.backends.iter().map(|(name, _)| {
+            json!({
+                "name": format!("route-{name}"),
+                "match": {"prefix": format!("/{name}/")},
+                "route": {"cluster": name, "timeout": "10s"}
+            })
+        }));
         routes.push(json!({
             "name": "route-direct",
             "match": {"prefix": "/direct/"},
@@ -214,6 +260,54 @@ impl GatewayBuilder {
                 "clusters": clusters
             }
         })
+    }
+}
+
+impl GatewayBuilder {
+    /// The Envoy routes of one header route: per target value the mirrored variant
+    /// (when mirroring is on) then the plain one, then the default (mirrored, plain).
+    fn header_route_entries(&self, index: usize, route: &HeaderRoute) -> Vec<Value> {
+        let exact =
+            |name: &str, value: &str| json!({"name": name, "string_match": {"exact": value}});
+        let action = |cluster: &str, mirrored: bool| {
+            let mut action = json!({"cluster": cluster, "timeout": "10s"});
+            if let (true, Some((_, backend))) = (mirrored, &self.mirror) {
+                action["request_mirror_policies"] = json!([{"cluster": backend}]);
+            }
+            action
+        };
+        let variants: &[bool] = if self.mirror.is_some() {
+            &[true, false]
+        } else {
+            &[false]
+        };
+        let mirror_header = |mirrored: bool| {
+            self.mirror
+                .as_ref()
+                .filter(|_| mirrored)
+                .map(|(header, _)| exact(header, "1"))
+        };
+        let mut entries = Vec::new();
+        for (value, backend) in &route.targets {
+            for &mirrored in variants {
+                let mut headers = vec![exact(&route.header, value)];
+                headers.extend(mirror_header(mirrored));
+                entries.push(json!({
+                    "name": format!("header-{index}-{value}{}", if mirrored { "-mirrored" } else { "" }),
+                    "match": {"prefix": "/", "headers": headers},
+                    "route": action(backend, mirrored)
+                }));
+            }
+        }
+        for &mirrored in variants {
+            let headers: Vec<Value> = mirror_header(mirrored).into_iter().collect();
+            entries.push(json!({
+                "name": format!("header-{index}-default{}", if mirrored { "-mirrored" } else { "" }),
+                "match": {"prefix": route.prefix, "headers": headers},
+                "route": action(&route.default_backend, mirrored)
+            }));
+        }
+        entries
     }
 }
 
