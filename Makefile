@@ -15,17 +15,25 @@ FILTERS       := audit auth ratelimit traffic
 TEST_MODULES  := noop publisher
 WASM_OUT      := target/$(WASM_TARGET)/release
 ENVOY_CONFIGS := $(wildcard envoy-config/*/envoy.yaml) $(wildcard bench/envoy/*.yaml)
+# The command-line tool (`cargo build --release -p gatehouse-cli` for users; the
+# suite uses the debug build it compiles anyway).
+CLI           := target/debug/gatehouse
+VERSION       := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 export GATEHOUSE_ENVOY := $(abspath $(ENVOY))
 
 .PHONY: tools wasm-target envoy python-helpers idp-deps token build test fmt-check clippy unit validate integration \
-        demo swap bench jwt-vectors clean
+        cli oci istio configs \
+        demo swap bench jwt-vectors clean FORCE
+
+FORCE:
 
 ## tools: install the wasm target, the pinned Envoy and the test helpers (idempotent)
 tools: wasm-target envoy python-helpers idp-deps
 
 # joserfc signs the integration tests' tokens: an independent JOSE implementation.
-PYTHON_HELPERS := joserfc==1.6.5 cryptography==48.0.0
+# jsonschema and PyYAML check the Istio manifests against Istio's own CRD schema.
+PYTHON_HELPERS := joserfc==1.6.5 cryptography==48.0.0 jsonschema==4.25.1 PyYAML==6.0.3
 python-helpers: $(TOOLS)/.python-helpers
 
 # The demo and test identity provider (oidc-provider, pinned by idp/package-lock.json).
@@ -34,7 +42,8 @@ idp-deps: idp/node_modules/.package-lock.json
 idp/node_modules/.package-lock.json: idp/package.json idp/package-lock.json
 	cd idp && npm ci --no-audit --no-fund --loglevel=error
 
-$(TOOLS)/.python-helpers: $(ENVOY)
+# Re-run when the pins above change (the stamp holds the list it installed).
+$(TOOLS)/.python-helpers: $(ENVOY) $(if $(filter-out $(shell cat $(TOOLS)/.python-helpers 2>/dev/null),$(PYTHON_HELPERS)),FORCE)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PYTHON_HELPERS)
 	echo '$(PYTHON_HELPERS)' > $@
 
@@ -59,7 +68,7 @@ build: wasm-target
 	@ls -l dist
 
 ## test: the whole suite, as CI runs it
-test: fmt-check clippy unit build validate integration
+test: fmt-check clippy unit build validate configs integration
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -69,7 +78,48 @@ clippy: wasm-target
 	cargo clippy --target $(WASM_TARGET) $(addprefix -p gatehouse-,$(FILTERS) $(TEST_MODULES) host) -- -D warnings
 
 unit:
-	cargo test -p gatehouse-shared
+	cargo test -p gatehouse-shared -p gatehouse-cli
+
+cli:
+	cargo build -p gatehouse-cli
+
+## oci: each module as a Wasm OCI artifact in an OCI image layout, dist/oci/<filter>
+oci: build cli
+	mkdir -p dist/oci
+	for filter in $(FILTERS); do \
+	  $(CLI) oci dist/$$filter.wasm dist/oci/$$filter --name gatehouse-$$filter --tag $(VERSION) > dist/oci/$$filter.digest; \
+	done
+	@cat dist/oci/*.digest
+
+## istio: the WasmPlugin manifests with the built modules' digests, dist/istio/
+istio: oci
+	rm -rf dist/istio && mkdir -p dist/istio
+	for manifest in envoy-config/istio/*.yaml; do \
+	  module=$$(sed -n 's#^ *url: oci://.*/\([a-z]*\):.*#\1#p' $$manifest); \
+	  if [ -n "$$module" ]; then \
+	    digest=$$(sed 's/^sha256://' dist/oci/$$module.digest); \
+	    sed 's/^\(  sha256: \)""/\1"'"$$digest"'"/' $$manifest > dist/istio/$$(basename $$manifest); \
+	  else cp $$manifest dist/istio/; fi; \
+	done
+
+## configs: every shipped configuration through the filters' own checks
+configs: cli istio python-helpers
+	for config in envoy-config/demo/*.json; do \
+	  name=$$(basename $$config .json); $(CLI) check $${name%%-*} $$config; \
+	done
+	$(VENV)/bin/python tests/helpers/check_istio.py --cli $(CLI) envoy-config/istio/*.yaml
+	$(VENV)/bin/python tests/helpers/check_istio.py --cli $(CLI) --digests dist/oci dist/istio/*.yaml
+	# Each kind of bad manifest is refused, with its reason.
+	for case in "schema-violation:is not one of ['UNSPECIFIED_PHASE'" \
+	            "cel-violation:only one of targetRefs or selector" \
+	            "plugin-config:weights must sum to 100, not 90" \
+	            "wrong-digest:is not the module's digest"; do \
+	  file=tests/data/istio/bad/$${case%%:*}.yaml; expect=$${case#*:}; \
+	  if out=$$($(VENV)/bin/python tests/helpers/check_istio.py --cli $(CLI) --digests dist/oci $$file); then \
+	    echo "$$file was accepted"; exit 1; fi; \
+	  grep -qF "$$expect" <<< "$$out" || { echo "$$file: expected \"$$expect\" in: $$out"; exit 1; }; \
+	  echo "refused as expected: $$file"; \
+	done
 
 validate: envoy build
 	mkdir -p target/bench

@@ -34,6 +34,39 @@ pub trait SharedStore {
     fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> Result<(), StoreError>;
 }
 
+/// An in-memory store with the host's semantics (versions, compare-and-swap,
+/// unconditional create), for tests and for `gatehouse explain`.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    pub entries: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
+    next: std::cell::Cell<u32>,
+    /// Conditional writes to refuse with a version mismatch before succeeding.
+    pub interfere: std::cell::Cell<u32>,
+}
+
+impl SharedStore for MemoryStore {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        Ok(self.entries.borrow().get(key).cloned())
+    }
+
+    fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> Result<(), StoreError> {
+        if self.interfere.get() > 0 && version.is_some() {
+            self.interfere.set(self.interfere.get() - 1);
+            return Err(StoreError::VersionMismatch);
+        }
+        let mut entries = self.entries.borrow_mut();
+        if let (Some(version), Some((_, current))) = (version, entries.get(key)) {
+            if version != *current {
+                return Err(StoreError::VersionMismatch);
+            }
+        }
+        let next = self.next.get().wrapping_add(1);
+        self.next.set(next);
+        entries.insert(key.to_string(), (value.to_vec(), next));
+        Ok(())
+    }
+}
+
 /// Why the store refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreError {

@@ -9,6 +9,13 @@ pub fn rfc3339_millis(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
+/// Reads an RFC 3339 time (`2026-12-01T00:00:00Z`) as ms since the epoch.
+pub fn parse_rfc3339_millis(text: &str) -> Option<u64> {
+    humantime::parse_rfc3339_weak(text)
+        .ok()
+        .map(crate::host::millis_since_epoch)
+}
+
 /// A duration in milliseconds with microsecond precision, for records.
 pub fn millis_f64(duration: Duration) -> f64 {
     let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
@@ -30,6 +37,15 @@ mod tests {
     fn time_before_epoch_is_clamped() {
         let time = UNIX_EPOCH - Duration::from_secs(5);
         assert_eq!(rfc3339_millis(time), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn rfc3339_reads_back() {
+        assert_eq!(
+            parse_rfc3339_millis("2026-12-03T16:13:29Z"),
+            Some(1_796_314_409_000)
+        );
+        assert_eq!(parse_rfc3339_millis("tomorrow"), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 /// How batches are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CollectorFormat {
     /// One JSON record per line (Logstash `http` input, Vector, Fluent Bit).

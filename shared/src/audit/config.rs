@@ -26,6 +26,7 @@ pub const DEFAULT_SENSITIVE_QUERY_PARAMETERS: [&str; 9] = [
 pub const MIN_HASH_KEY_BYTES: usize = 16;
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 struct RawAuditConfig {
     correlation: RawCorrelation,
@@ -37,6 +38,7 @@ struct RawAuditConfig {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 struct RawCorrelation {
     header: String,
@@ -55,12 +57,14 @@ impl Default for RawCorrelation {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 struct RawClientAddress {
     trusted_proxy_hops: u32,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 struct RawRedaction {
     headers: Vec<String>,
@@ -84,6 +88,7 @@ impl Default for RawRedaction {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 struct RawRecord {
     request_headers: Vec<String>,
@@ -91,6 +96,7 @@ struct RawRecord {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 struct RawAccessLog {
     enabled: bool,
@@ -103,6 +109,7 @@ impl Default for RawAccessLog {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 struct RawCollector {
     cluster: String,
@@ -172,6 +179,12 @@ pub struct AuditSettings {
 }
 
 impl AuditSettings {
+    /// The JSON Schema of the configuration (what `gatehouse schema audit` prints).
+    #[cfg(feature = "schema")]
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(RawAuditConfig)).unwrap_or_default()
+    }
+
     /// Parses and checks a JSON configuration.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let raw: RawAuditConfig = parse_json(bytes)?;

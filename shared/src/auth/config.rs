@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 /// Whether a denial is answered or only recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Enforce,
@@ -18,6 +19,7 @@ pub enum Mode {
 
 /// What a rule asks of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Access {
     /// Anyone; a valid credential still sets the identity, an invalid one is refused.
@@ -29,6 +31,7 @@ pub enum Access {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawAuthConfig {
     #[serde(default = "enforce")]
@@ -64,6 +67,7 @@ fn default_key_wait() -> u64 {
 
 /// What happens to a request no rule matches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Unmatched {
     #[default]
@@ -72,6 +76,7 @@ pub enum Unmatched {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 struct RawCredentials {
     bearer: bool,
@@ -92,6 +97,7 @@ impl Default for RawCredentials {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawProvider {
     name: String,
@@ -154,6 +160,7 @@ fn default_cooldown() -> u64 {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRemote {
     cluster: String,
@@ -170,6 +177,7 @@ fn default_fetch_timeout() -> u64 {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawApiKeys {
     #[serde(default)]
@@ -180,6 +188,7 @@ struct RawApiKeys {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawApiKey {
     sha256: String,
@@ -191,6 +200,7 @@ struct RawApiKey {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRule {
     name: String,
@@ -209,6 +219,7 @@ struct RawRule {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 struct RawIdentityHeaders {
     user_id: String,
@@ -235,6 +246,7 @@ impl Default for RawIdentityHeaders {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawSignature {
     #[serde(default = "default_signature_header")]
@@ -359,6 +371,12 @@ pub struct AuthSettings {
 }
 
 impl AuthSettings {
+    /// The JSON Schema of the configuration (what `gatehouse schema auth` prints).
+    #[cfg(feature = "schema")]
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(RawAuthConfig)).unwrap_or_default()
+    }
+
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let raw: RawAuthConfig = parse_json(bytes)?;
         let credentials = CredentialSources {

@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 /// How a rule's path is written in configuration.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum RawPathMatch {
     /// The whole path (a trailing slash is ignored on both sides).

@@ -256,8 +256,8 @@ fn event_body(
 
 #[cfg(test)]
 mod tests {
-    use super::super::table::memory::MemoryStore;
     use super::*;
+    use crate::host::MemoryStore;
 
     const T0: u64 = 1_800_000_000_000;
 

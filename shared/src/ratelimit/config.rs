@@ -20,6 +20,7 @@ pub const MAX_WINDOW_SECONDS: u64 = 30 * 86_400;
 pub const MAX_REQUESTS: u64 = 1_000_000_000;
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawSettings {
     name: String,
@@ -51,6 +52,7 @@ fn default_retries() -> u32 {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawLimit {
     name: String,
@@ -74,6 +76,7 @@ fn default_tier_name() -> String {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 enum RawAlgorithm {
     SlidingWindow,
@@ -81,6 +84,7 @@ enum RawAlgorithm {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
 enum RawKey {
     ClientAddress,
@@ -102,6 +106,7 @@ fn default_api_key_header() -> String {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawMatch {
     #[serde(default)]
@@ -111,6 +116,7 @@ struct RawMatch {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRule {
     requests: u64,
@@ -120,6 +126,7 @@ struct RawRule {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawAlert {
     cluster: String,
@@ -168,6 +175,7 @@ fn default_source() -> String {
 
 /// What happens when the compare-and-swap retries run out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Contention {
     /// Let the request through uncounted.
@@ -179,6 +187,7 @@ pub enum Contention {
 
 /// Which responses carry the rate-limit headers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HeaderPolicy {
     #[default]
@@ -189,6 +198,7 @@ pub enum HeaderPolicy {
 
 /// Enforce a limit, or only count and publish what it would do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     #[default]
@@ -290,6 +300,12 @@ fn check_name(path: &str, name: &str) -> Result<(), ConfigError> {
 }
 
 impl RateLimitSettings {
+    /// The JSON Schema of the configuration (what `gatehouse schema ratelimit` prints).
+    #[cfg(feature = "schema")]
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(RawSettings)).unwrap_or_default()
+    }
+
     /// Parses and checks a configuration.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let raw: RawSettings = parse_json(bytes)?;

@@ -305,8 +305,9 @@ pub fn body(limit: &str, retry_after: u64, correlation_id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::table::{create, memory::MemoryStore};
+    use super::super::table::create_all;
     use super::*;
+    use crate::host::MemoryStore;
     use serde_json::json;
 
     const T0: u64 = 1_800_000_000_000;
@@ -317,16 +318,7 @@ mod tests {
 
     fn ready(settings: &RateLimitSettings) -> MemoryStore {
         let store = MemoryStore::default();
-        for limit in &settings.limits {
-            let table = Table {
-                instance: &settings.name,
-                limit: &limit.name,
-                definition: limit.fingerprint,
-                slots: settings.slots,
-                algorithm: limit.algorithm,
-            };
-            create(&store, &table).unwrap();
-        }
+        create_all(&store, settings).unwrap();
         store
     }
 

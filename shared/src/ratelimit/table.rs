@@ -119,6 +119,25 @@ pub struct Receipt {
     pub taken: Taken,
 }
 
+/// Creates the tables of every limit of a configuration (tests and tools; the
+/// filter creates them one by one to log each).
+pub fn create_all(
+    store: &dyn SharedStore,
+    settings: &super::RateLimitSettings,
+) -> Result<(), StoreError> {
+    for limit in &settings.limits {
+        let table = Table {
+            instance: &settings.name,
+            limit: &limit.name,
+            definition: limit.fingerprint,
+            slots: settings.slots,
+            algorithm: limit.algorithm,
+        };
+        create(store, &table)?;
+    }
+    Ok(())
+}
+
 /// What counting one request in one limit gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Counted {
@@ -310,52 +329,9 @@ struct Found {
 }
 
 #[cfg(test)]
-pub mod memory {
-    //! An in-memory store with Envoy's semantics, for tests.
-
-    use crate::host::{SharedStore, StoreError};
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-
-    #[derive(Default)]
-    pub struct MemoryStore {
-        pub entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-        next: RefCell<u32>,
-        /// Writes to fail with a version mismatch before succeeding.
-        pub interfere: RefCell<u32>,
-    }
-
-    impl SharedStore for MemoryStore {
-        fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-            Ok(self.entries.borrow().get(key).cloned())
-        }
-
-        fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> Result<(), StoreError> {
-            {
-                let mut interfere = self.interfere.borrow_mut();
-                if *interfere > 0 && version.is_some() {
-                    *interfere -= 1;
-                    return Err(StoreError::VersionMismatch);
-                }
-            }
-            let mut entries = self.entries.borrow_mut();
-            if let (Some(version), Some((_, current))) = (version, entries.get(key)) {
-                if version != *current {
-                    return Err(StoreError::VersionMismatch);
-                }
-            }
-            let mut next = self.next.borrow_mut();
-            *next += 1;
-            entries.insert(key.to_string(), (value.to_vec(), *next));
-            Ok(())
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::memory::MemoryStore;
     use super::*;
+    use crate::host::MemoryStore;
 
     const T0: u64 = 1_800_000_000_000;
 
@@ -459,9 +435,9 @@ mod tests {
         create(&store, &table).unwrap();
         let rule = rule(5);
         let client = fingerprint(1, "l", b"a");
-        *store.interfere.borrow_mut() = 3;
+        store.interfere.set(3);
         assert!(admitted(&table.count(&store, client, &rule, T0, 4)));
-        *store.interfere.borrow_mut() = 4;
+        store.interfere.set(4);
         assert_eq!(
             table.count(&store, client, &rule, T0, 4),
             Counted::Contention

@@ -13,6 +13,7 @@ pub const MAX_TARGETS: usize = 16;
 pub const MAX_WINDOW_SECONDS: u64 = 3600;
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawSettings {
     name: String,
@@ -35,6 +36,7 @@ fn default_mirror_header() -> String {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawOverride {
     header: String,
@@ -42,6 +44,7 @@ struct RawOverride {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
     name: String,
@@ -59,6 +62,7 @@ struct RawRoute {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawMatch {
     #[serde(default)]
@@ -68,6 +72,7 @@ struct RawMatch {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawTarget {
     name: String,
@@ -79,6 +84,7 @@ struct RawTarget {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawRewrite {
     prefix: String,
@@ -86,6 +92,7 @@ struct RawRewrite {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawBreaker {
     #[serde(default)]
@@ -116,6 +123,7 @@ fn default_probes() -> u32 {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
 enum RawSticky {
     Consumer,
@@ -125,6 +133,7 @@ enum RawSticky {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawStep {
     at: String,
@@ -132,6 +141,7 @@ struct RawStep {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawMirror {
     percent: f64,
@@ -140,6 +150,7 @@ struct RawMirror {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawHealthGate {
     stable: String,
@@ -159,6 +170,7 @@ fn default_cooldown() -> u64 {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawWebhook {
     cluster: String,
@@ -337,6 +349,12 @@ fn check_weights(path: &str, weights: &[u32]) -> Result<(), ConfigError> {
 }
 
 impl TrafficSettings {
+    /// The JSON Schema of the configuration (what `gatehouse schema traffic` prints).
+    #[cfg(feature = "schema")]
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(RawSettings)).unwrap_or_default()
+    }
+
     /// Parses and checks a configuration.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let raw: RawSettings = parse_json(bytes)?;

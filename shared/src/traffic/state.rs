@@ -215,7 +215,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ratelimit::table::memory::MemoryStore;
+    use crate::host::MemoryStore;
 
     fn settings() -> BreakerSettings {
         BreakerSettings {
@@ -305,7 +305,7 @@ mod tests {
         }
         let (breaker, _) = read::<Breaker>(&store, "b").unwrap();
         assert_eq!(breaker.phase, Phase::Open);
-        *store.interfere.borrow_mut() = 10;
+        store.interfere.set(10);
         assert!(update(&store, "b", 4, |breaker: &mut Breaker| breaker
             .consecutive +=
             1)

@@ -1,0 +1,247 @@
+//! The `gatehouse` command as its users run it: check, schema, explain and oci.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn gatehouse(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gatehouse-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn check_accepts_the_shipped_configurations_and_names_the_bad_field() {
+    let ok = gatehouse(&[
+        "check",
+        "ratelimit-edge",
+        "envoy-config/demo/ratelimit-edge.json",
+        "envoy-config/demo/ratelimit-tiers.json",
+    ]);
+    assert!(ok.status.success(), "{}", stdout(&ok));
+    assert_eq!(stdout(&ok).matches("ok ").count(), 2);
+
+    let dir = scratch("check");
+    let bad = dir.join("traffic.json");
+    std::fs::write(
+        &bad,
+        r#"{"name": "t", "routes": [{"name": "r", "targets": [{"name": "a", "weight": 60}, {"name": "b", "weight": 30}]}]}"#,
+    )
+    .unwrap();
+    let typo = dir.join("audit.json");
+    std::fs::write(&typo, r#"{"correlation": {"max_lenght": 5}}"#).unwrap();
+    let refused = gatehouse(&[
+        "check",
+        "traffic",
+        bad.to_str().unwrap(),
+        "envoy-config/demo/traffic.json",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let text = stdout(&refused);
+    assert!(
+        text.contains("routes[0].targets: weights must sum to 100, not 90"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok      envoy-config/demo/traffic.json"),
+        "{text}"
+    );
+    let typo_out = gatehouse(&["check", "audit", typo.to_str().unwrap()]);
+    assert_eq!(typo_out.status.code(), Some(1));
+    assert!(
+        stdout(&typo_out).contains("correlation.max_lenght: unknown field"),
+        "{}",
+        stdout(&typo_out)
+    );
+    let missing = gatehouse(&["check", "auth", "no/such/file.json"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stdout(&missing).contains("cannot read"));
+    let unknown = gatehouse(&["check", "firewall", "envoy-config/demo/auth.json"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stdout(&unknown).contains("unknown filter"));
+}
+
+#[test]
+fn schemas_describe_every_filter_and_refuse_unknown_fields() {
+    for filter in ["audit", "auth", "ratelimit", "traffic"] {
+        let output = gatehouse(&["schema", filter]);
+        assert!(output.status.success(), "{filter}");
+        let schema: Value = serde_json::from_str(&stdout(&output)).unwrap();
+        assert_eq!(schema["additionalProperties"], false, "{filter}: {schema}");
+        assert!(schema["properties"].is_object(), "{filter}");
+    }
+    let ratelimit: Value =
+        serde_json::from_str(&stdout(&gatehouse(&["schema", "ratelimit"]))).unwrap();
+    assert_eq!(ratelimit["required"], serde_json::json!(["name", "limits"]));
+    assert!(!gatehouse(&["schema", "firewall"]).status.success());
+}
+
+#[test]
+fn explain_walks_a_request_through_the_demo_chain() {
+    let demo = |extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--edge",
+            "envoy-config/demo/ratelimit-edge.json",
+            "--auth",
+            "envoy-config/demo/auth.json",
+            "--ratelimit",
+            "envoy-config/demo/ratelimit-tiers.json",
+            "--traffic",
+            "envoy-config/demo/traffic.json",
+            "--client",
+            "203.0.113.9",
+        ];
+        args.extend_from_slice(extra);
+        let output = gatehouse(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout(&output)
+    };
+
+    let free = demo(&[
+        "--path",
+        "/analytics/report",
+        "--api-key",
+        "demo-free-key",
+        "--requests",
+        "62",
+    ]);
+    assert!(
+        free.contains("auth: rule analytics -> allowed: consumer demo-free, tier free"),
+        "{free}"
+    );
+    assert!(
+        free.contains("limit analytics-plan [key demo-free, tier free: 60 per 60 s"),
+        "{free}"
+    );
+    assert!(free.contains("requests 1-60: forwarded"), "{free}");
+    assert!(
+        free.contains("requests 61-62: answered 429 by limit analytics-plan"),
+        "{free}"
+    );
+
+    let anonymous = demo(&["--path", "/accounts/7"]);
+    assert!(
+        anonymous.contains("-> 401 invalid_request (credential_missing)"),
+        "{anonymous}"
+    );
+    let orders = demo(&["--path", "/api/v1/orders/7?x=1", "--requests", "400"]);
+    assert!(
+        orders.contains("traffic orders: route orders (weights [95, 5])"),
+        "{orders}"
+    );
+    assert!(orders.contains("forwarded to target monolith"), "{orders}");
+    assert!(orders.contains("forwarded to target orders-v2"), "{orders}");
+    let bad = gatehouse(&["explain", "--path"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn oci_layouts_carry_the_module_with_the_right_media_types_and_digests() {
+    let dir = scratch("oci");
+    let module = dir.join("filter.wasm");
+    // The smallest valid module: magic and version.
+    std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+    let layout = dir.join("layout");
+    let output = gatehouse(&[
+        "oci",
+        module.to_str().unwrap(),
+        layout.to_str().unwrap(),
+        "--name",
+        "gatehouse-test",
+        "--tag",
+        "9.9.9",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let manifest_digest = stdout(&output).trim().to_string();
+
+    let sha = |bytes: &[u8]| {
+        let hex: String = Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("sha256:{hex}")
+    };
+    let blob = |digest: &str| {
+        let path = layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"));
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(sha(&bytes), digest, "{} matches its name", path.display());
+        bytes
+    };
+    let oci_layout: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("oci-layout")).unwrap()).unwrap();
+    assert_eq!(oci_layout["imageLayoutVersion"], "1.0.0");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["schemaVersion"], 2);
+    let entry = &index["manifests"][0];
+    assert_eq!(
+        entry["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(entry["digest"], manifest_digest.as_str());
+    assert_eq!(
+        entry["annotations"]["org.opencontainers.image.ref.name"],
+        "9.9.9"
+    );
+    let manifest_bytes = blob(&manifest_digest);
+    assert_eq!(entry["size"], manifest_bytes.len());
+    let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.module.wasm.config.v1+json"
+    );
+    let config = blob(manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(manifest["config"]["size"], config.len());
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1);
+    assert_eq!(
+        layers[0]["mediaType"],
+        "application/vnd.module.wasm.content.layer.v1+wasm"
+    );
+    let layer = blob(layers[0]["digest"].as_str().unwrap());
+    assert_eq!(
+        layer,
+        std::fs::read(&module).unwrap(),
+        "the layer is the module"
+    );
+    assert_eq!(layers[0]["size"], layer.len());
+
+    let not_wasm = dir.join("not.wasm");
+    std::fs::write(&not_wasm, b"hello").unwrap();
+    let refused = gatehouse(&["oci", not_wasm.to_str().unwrap(), layout.to_str().unwrap()]);
+    assert!(!refused.status.success());
+}
