@@ -303,13 +303,7 @@ impl RootContext for RateLimitRoot {
         };
         let store = HostStore;
         for limit in &settings.limits {
-            let table = Table {
-                instance: &settings.name,
-                limit: &limit.name,
-                definition: limit.fingerprint,
-                slots: settings.slots,
-                algorithm: limit.algorithm,
-            };
+            let table = Table::of(&settings, limit);
             match table::create(&store, &table) {
                 Ok(true) => info!(
                     "ratelimit {}: counter table for {} ready ({} slots)",

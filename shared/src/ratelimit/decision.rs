@@ -161,13 +161,7 @@ pub fn decide(
         };
         let (tier, rule) = limit.tier(facts.tier);
         let client = fingerprint(seed, &limit.name, &key);
-        let table = Table {
-            instance: &settings.name,
-            limit: &limit.name,
-            definition: limit.fingerprint,
-            slots: settings.slots,
-            algorithm: limit.algorithm,
-        };
+        let table = Table::of(settings, limit);
         let counted = table.count(store, client, &rule, now_ms, settings.cas_retries);
         let mut outcome = LimitOutcome {
             limit: index,
@@ -211,13 +205,7 @@ pub fn decide(
             // goes back.
             for (earlier, client, receipt, rule) in &taken {
                 if let Some(limit) = settings.limits.get(*earlier) {
-                    let table = Table {
-                        instance: &settings.name,
-                        limit: &limit.name,
-                        definition: limit.fingerprint,
-                        slots: settings.slots,
-                        algorithm: limit.algorithm,
-                    };
+                    let table = Table::of(settings, limit);
                     table.give_back(store, *client, *receipt, rule, now_ms, settings.cas_retries);
                 }
             }

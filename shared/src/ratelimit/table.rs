@@ -31,6 +31,19 @@ pub struct Table<'a> {
     pub algorithm: Algorithm,
 }
 
+impl<'a> Table<'a> {
+    /// The table of `limit` in the instance `settings` configures.
+    pub fn of(settings: &'a super::RateLimitSettings, limit: &'a super::config::Limit) -> Self {
+        Self {
+            instance: &settings.name,
+            limit: &limit.name,
+            definition: limit.fingerprint,
+            slots: settings.slots,
+            algorithm: limit.algorithm,
+        }
+    }
+}
+
 /// The key of a slot in shared data.
 pub fn slot_key(instance: &str, limit: &str, slot: u32) -> String {
     format!("gatehouse.ratelimit.{instance}.{limit}.{slot}")
@@ -126,13 +139,7 @@ pub fn create_all(
     settings: &super::RateLimitSettings,
 ) -> Result<(), StoreError> {
     for limit in &settings.limits {
-        let table = Table {
-            instance: &settings.name,
-            limit: &limit.name,
-            definition: limit.fingerprint,
-            slots: settings.slots,
-            algorithm: limit.algorithm,
-        };
+        let table = Table::of(settings, limit);
         create(store, &table)?;
     }
     Ok(())
