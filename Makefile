@@ -23,7 +23,7 @@ VERSION       := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -
 export GATEHOUSE_ENVOY := $(abspath $(ENVOY))
 
 .PHONY: tools wasm-target envoy python-helpers idp-deps token build test fmt-check clippy unit validate integration \
-        cli oci istio configs \
+        cli oci istio configs certs demo-backends \
         demo swap bench jwt-vectors clean FORCE
 
 FORCE:
@@ -102,6 +102,10 @@ istio: oci
 	  else cp $$manifest dist/istio/; fi; \
 	done
 
+## certs: the demo's TLS material in target/certs (a private CA; never committed)
+certs: python-helpers
+	$(VENV)/bin/python tests/helpers/make_certs.py target/certs
+
 ## configs: every shipped configuration through the filters' own checks
 configs: cli istio python-helpers
 	for config in envoy-config/demo/*.json; do \
@@ -109,6 +113,11 @@ configs: cli istio python-helpers
 	done
 	$(VENV)/bin/python tests/helpers/check_istio.py --cli $(CLI) envoy-config/istio/*.yaml
 	$(VENV)/bin/python tests/helpers/check_istio.py --cli $(CLI) --digests dist/oci dist/istio/*.yaml
+	# The Compose file runs the official Envoy image on a bootstrap validated above.
+	$(VENV)/bin/python -c 'import os, sys, yaml; gateway = yaml.safe_load(open("envoy-config/compose.yaml"))["services"]["gateway"]; \
+	  command = gateway["command"]; config = command[command.index("-c") + 1]; \
+	  assert gateway["image"] == "envoyproxy/envoy:v$(ENVOY_VERSION)", gateway["image"]; \
+	  assert config in sys.argv[1:], config + " is not validated by make validate"; print("compose runs", gateway["image"], config)' $(ENVOY_CONFIGS)
 	# Each kind of bad manifest is refused, with its reason.
 	for case in "schema-violation:is not one of ['UNSPECIFIED_PHASE'" \
 	            "cel-violation:only one of targetRefs or selector" \
@@ -121,7 +130,7 @@ configs: cli istio python-helpers
 	  echo "refused as expected: $$file"; \
 	done
 
-validate: envoy build
+validate: envoy build certs
 	mkdir -p target/bench
 	cargo run --quiet -p gatehouse-tests --bin gatehouse-demo -- --prepare
 	for config in $(ENVOY_CONFIGS); do $(ENVOY) --mode validate -c $$config -l warn; done
@@ -130,8 +139,12 @@ integration: tools build
 	GATEHOUSE_TEST_MODULES=$(abspath $(WASM_OUT)) cargo test -p gatehouse-tests -- --test-threads 4
 
 ## demo: build, then run the demo gateway in the foreground (Ctrl-C stops it)
-demo: tools build
+demo: tools build certs
 	cargo run -p gatehouse-tests --bin gatehouse-demo
+
+## demo-backends: the demo without Envoy, for envoy-config/compose.yaml (Docker)
+demo-backends: tools build certs
+	cargo run -p gatehouse-tests --bin gatehouse-demo -- --no-envoy
 
 ## token CLIENT=demo-admin: a fresh access token from the running demo's identity provider
 token: idp-deps

@@ -7,9 +7,8 @@ use std::path::PathBuf;
 
 /// Echo backends of the demo: name and address, as `envoy-config/demo/envoy.yaml`
 /// names them.
-pub const BACKENDS: [(&str, &str); 5] = [
+pub const BACKENDS: [(&str, &str); 4] = [
     ("public", "127.0.0.1:18101"),
-    ("accounts", "127.0.0.1:18102"),
     ("analytics", "127.0.0.1:18103"),
     ("monolith", "127.0.0.1:18104"),
     ("orders-v2", "127.0.0.1:18105"),
@@ -28,6 +27,14 @@ pub const FILTERS: [&str; 5] = [
 /// The module an instance runs (`ratelimit-edge` -> `ratelimit`).
 pub fn module_of(instance: &str) -> &str {
     instance.split('-').next().unwrap_or(instance)
+}
+
+/// The `accounts` backend speaks only mutual TLS (`tests/helpers/tls_echo.py`).
+pub const ACCOUNTS_PORT: u16 = 18102;
+
+/// The demo's certificates, made by `make certs` (never committed).
+pub fn certs_dir() -> PathBuf {
+    paths::root().join("target/certs")
 }
 
 /// The demo identity provider's port (its issuer is `http://127.0.0.1:18300`).

@@ -26,6 +26,10 @@ pub struct GatewayBuilder {
     header_routes: Vec<HeaderRoute>,
     mirror: Option<(String, String)>,
     workers: u32,
+    /// Terminate TLS on the listener with the gateway certificate of this directory.
+    tls: Option<PathBuf>,
+    /// Backends reached over mutual TLS with the certificates of this directory.
+    mtls_backends: Vec<(String, SocketAddr, PathBuf)>,
 }
 
 /// Routes that pick the cluster by a request header a filter sets (see
@@ -105,6 +109,21 @@ impl GatewayBuilder {
     /// sends a copy to the cluster `backend` (and the client gets the primary's answer).
     pub fn header_mirror(mut self, header: &str, backend: &str) -> Self {
         self.mirror = Some((header.to_string(), backend.to_string()));
+        self
+    }
+
+    /// Terminates TLS on the listener with `certs`' gateway certificate (see
+    /// [`crate::tls::certificates`]); the gateway's URL becomes `https://`.
+    pub fn tls(mut self, certs: &Path) -> Self {
+        self.tls = Some(certs.to_path_buf());
+        self
+    }
+
+    /// Routes `/<name>/...` to a backend reached over mutual TLS: Envoy shows the
+    /// gateway's client certificate and checks the backend's.
+    pub fn mtls_backend(mut self, name: &str, address: SocketAddr, certs: &Path) -> Self {
+        self.mtls_backends
+            .push((name.to_string(), address, certs.to_path_buf()));
         self
     }
 
@@ -194,13 +213,20 @@ impl GatewayBuilder {
             .enumerate()
             .flat_map(|(index, route)| self.header_route_entries(index, route))
             .collect();
-        routes.extend(self.backends.iter().map(|(name, _)| {
-            json!({
-                "name": format!("route-{name}"),
-                "match": {"prefix": format!("/{name}/")},
-                "route": {"cluster": name, "timeout": "10s"}
-            })
-        }));
+        let mtls_names = self.mtls_backends.iter().map(|(name, _, _)| name);
+        routes.extend(
+            self.backends
+                .iter()
+                .map(|(name, _)| name)
+                .chain(mtls_names)
+                .map(|name| {
+                    json!({
+                        "name": format!("route-{name}"),
+                        "match": {"prefix": format!("/{name}/")},
+                        "route": {"cluster": name, "timeout": "10s"}
+                    })
+                }),
+        );
         routes.push(json!({
             "name": "route-direct",
             "match": {"prefix": "/direct/"},
@@ -220,6 +246,42 @@ impl GatewayBuilder {
                 .iter()
                 .map(|(name, address)| cluster(name, *address)),
         );
+        clusters.extend(self.mtls_backends.iter().map(|(name, address, certs)| {
+            let mut mtls = cluster(name, *address);
+            mtls["transport_socket"] = crate::tls::upstream_mtls(certs);
+            mtls
+        }));
+        let mut filter_chain = json!({"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "gateway",
+                // The connection's peer is the client unless trusted
+                // hops say otherwise: with Envoy's default,
+                // `source.address` would come from x-forwarded-for.
+                "use_remote_address": true,
+                "skip_xff_append": true,
+                "access_log": [{
+                    "name": "envoy.access_loggers.file",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                        "path": access_log.display().to_string(),
+                        "log_format": {"text_format_source": {
+                            "inline_string": "%FILTER_STATE(wasm.gatehouse.audit.record:PLAIN)%\n"
+                        }}
+                    }
+                }],
+                "route_config": {"virtual_hosts": [{
+                    "name": "gateway",
+                    "domains": ["*"],
+                    "routes": routes
+                }]},
+                "http_filters": http_filters
+            }
+        }]});
+        if let Some(certs) = &self.tls {
+            filter_chain["transport_socket"] = crate::tls::downstream_tls(certs);
+        }
 
         json!({
             "node": {"id": "gatehouse-test", "cluster": "gatehouse-test"},
@@ -228,34 +290,7 @@ impl GatewayBuilder {
                 "listeners": [{
                     "name": "gateway",
                     "address": socket(SocketAddr::from(([127, 0, 0, 1], 0))),
-                    "filter_chains": [{"filters": [{
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                            "stat_prefix": "gateway",
-                            // The connection's peer is the client unless trusted
-                            // hops say otherwise: with Envoy's default,
-                            // `source.address` would come from x-forwarded-for.
-                            "use_remote_address": true,
-                            "skip_xff_append": true,
-                            "access_log": [{
-                                "name": "envoy.access_loggers.file",
-                                "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                                    "path": access_log.display().to_string(),
-                                    "log_format": {"text_format_source": {
-                                        "inline_string": "%FILTER_STATE(wasm.gatehouse.audit.record:PLAIN)%\n"
-                                    }}
-                                }
-                            }],
-                            "route_config": {"virtual_hosts": [{
-                                "name": "gateway",
-                                "domains": ["*"],
-                                "routes": routes
-                            }]},
-                            "http_filters": http_filters
-                        }
-                    }]}]
+                    "filter_chains": [filter_chain]
                 }],
                 "clusters": clusters
             }

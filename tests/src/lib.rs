@@ -19,6 +19,7 @@ pub mod load;
 pub mod paths;
 mod runtime;
 pub mod server;
+pub mod tls;
 
 /// What the harness returns on failure: a message saying what did not work.
 pub type Result<T> = std::result::Result<T, HarnessError>;

@@ -2,11 +2,14 @@
 //! the filters' resources, runs Envoy with the shipped bootstrap, prints what to try,
 //! and stops everything on Ctrl-C.
 //!
-//! `gatehouse-demo --prepare` only writes the resources (for `envoy --mode validate`).
+//! `gatehouse-demo --prepare` only writes the resources (for `envoy --mode validate`);
+//! `gatehouse-demo --no-envoy` runs everything but Envoy, for the Docker Compose file
+//! (`envoy-config/compose.yaml`), which runs the official Envoy image instead.
 
 use gatehouse_tests::demo::{self, ADMIN, BACKENDS, GATEWAY, IDP_PORT};
 use gatehouse_tests::echo::EchoBackend;
 use gatehouse_tests::idp::Idp;
+use gatehouse_tests::tls::TlsEcho;
 use gatehouse_tests::{client, paths, wait_for, Context, HarnessError, Result};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -21,6 +24,7 @@ const TRY: &str = r#"Try:
   curl -i -X POST http://{GATEWAY}/accounts/close -H "authorization: Bearer $(make -s token CLIENT=demo-user)"   # 403
   curl -i -X POST http://{GATEWAY}/accounts/close -H "authorization: Bearer $(make -s token CLIENT=demo-admin)"  # 200
   curl -i http://{GATEWAY}/analytics/report -H 'x-api-key: demo-pro-key'
+  curl -i --cacert target/certs/ca.pem https://localhost:8443/analytics/report -H 'x-api-key: demo-pro-key'
   tail -f target/demo/audit.jsonl                    # one audit record per request
   curl -s http://{ADMIN}/stats/prometheus | grep gatehouse_
   make swap FILTER=auth CONFIG=path/to/auth.json     # hot swap, no restart
@@ -48,6 +52,22 @@ fn run() -> Result<()> {
         .iter()
         .map(|(name, address)| EchoBackend::start_on(name, address))
         .collect::<Result<_>>()?;
+    // accounts speaks only mutual TLS: Envoy shows it the gateway's client certificate.
+    let accounts = TlsEcho::start_on("accounts", &demo::certs_dir(), demo::ACCOUNTS_PORT)?;
+
+    if std::env::args().any(|arg| arg == "--no-envoy") {
+        println!(
+            "gatehouse demo backends are up (Envoy not started): {:?}, accounts (mutual TLS) on {}, \
+             identity provider {}; start the gateway with \
+             `docker compose -f envoy-config/compose.yaml up`. Ctrl-C stops them.",
+            BACKENDS.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+            accounts.address(),
+            idp.issuer()
+        );
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
 
     let audit_log = demo::state_dir().join("audit.jsonl");
     std::fs::write(&audit_log, "").context("reset target/demo/audit.jsonl")?;
@@ -84,8 +104,8 @@ fn run() -> Result<()> {
 
     let names: Vec<&str> = backends.iter().map(EchoBackend::name).collect();
     println!(
-        "\ngatehouse demo is up: gateway http://{GATEWAY}, admin http://{ADMIN}, \
-         backends {names:?}, identity provider {}",
+        "\ngatehouse demo is up: gateway http://{GATEWAY} and https://localhost:8443, \
+         admin http://{ADMIN}, backends {names:?} and accounts (mutual TLS), identity provider {}",
         idp.issuer()
     );
     println!(
@@ -97,6 +117,7 @@ fn run() -> Result<()> {
     // shuts down; the backends stop when this process returns.
     let status = envoy.wait().context("wait for envoy")?;
     drop(backends);
+    drop(accounts);
     drop(idp);
     println!("gatehouse demo stopped (envoy {status})");
     Ok(())
