@@ -130,7 +130,10 @@ fn valid_token_reaches_the_backend_with_trusted_identity_only() {
         &[
             ("authorization", &bearer),
             ("x-user-id", "root"),
+            ("x-user-id", "admin"),
             ("x-user-role", "admin"),
+            ("x-consumer-tier", "enterprise"),
+            ("x-consumer-tier", "platinum"),
             ("x-internal-admin", "1"),
         ],
     );
@@ -140,6 +143,10 @@ fn valid_token_reaches_the_backend_with_trusted_identity_only() {
     assert_eq!(seen["x-user-id"], "alice");
     assert_eq!(seen["x-user-role"], "user");
     assert_eq!(seen["x-consumer-id"], "alice");
+    assert!(
+        seen.get("x-consumer-tier").is_none(),
+        "repeated spoofed headers are all gone (alice has no tier): {seen}"
+    );
     assert!(
         seen.get("x-internal-admin").is_none(),
         "configured extra header removed"

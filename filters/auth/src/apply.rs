@@ -194,26 +194,21 @@ fn forward(
     if plan.remove.is_empty() && plan.set.is_empty() && target.is_none() {
         return;
     }
-    // One crossing for the whole map: each single-header write costs a host call
-    // (and a route-cache reset), which dominated the cached-token path.
-    let replaced = |name: &str| {
-        plan.remove.iter().any(|removed| removed == name)
-            || plan.set.iter().any(|(set, _)| set == name)
-    };
-    let mut pairs: Vec<(&str, &[u8])> = Vec::with_capacity(headers.len() + plan.set.len());
-    for (name, value) in headers {
-        if replaced(name) {
-            continue;
-        }
-        match (&target, name.as_str()) {
-            (Some(target), ":path") => pairs.push((name, target.as_bytes())),
-            _ => pairs.push((name, value)),
+    // One host call per changed header: measured in Envoy's V8, replacing the whole
+    // map costs more than the four or five single writes of an allowed request.
+    // A replace overwrites a single client-sent value; repeated ones are removed.
+    let repeated = |name: &str| headers.iter().filter(|(key, _)| key == name).count() > 1;
+    for name in &plan.remove {
+        if !plan.set.iter().any(|(set, _)| set == name) || repeated(name) {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
         }
     }
     for (name, value) in &plan.set {
-        pairs.push((name, value.as_bytes()));
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
     }
-    let _ = hostcalls::set_map_bytes(MapType::HttpRequestHeaders, pairs);
+    if let Some(target) = &target {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(target));
+    }
 }
 
 fn publish(result: &str, reason: Option<&str>, identity: Option<&Identity>) {
