@@ -17,10 +17,11 @@ const USAGE: &str = "usage:
   gatehouse check <audit|auth|ratelimit|traffic> <config.json>...
   gatehouse schema <audit|auth|ratelimit|traffic>
   gatehouse oci <module.wasm> <layout-dir> [--name NAME] [--tag TAG]
-  gatehouse explain [--auth FILE] [--ratelimit FILE]... [--traffic FILE] [--jwks PROVIDER=FILE]...
+  gatehouse explain [--edge FILE]... [--auth FILE] [--ratelimit FILE]... [--traffic FILE] [--jwks PROVIDER=FILE]...
                     [--method M] --path P [--header 'name: value']... [--token JWT] [--api-key KEY]
                     [--client ADDRESS] [--at RFC3339] [--requests N]
-  (a filter name may carry an instance suffix: ratelimit-edge is the ratelimit filter)";
+  (a filter name may carry an instance suffix: ratelimit-edge is the ratelimit filter;
+   --edge limits run before auth, --ratelimit limits after it)";
 
 /// The filter a name stands for: `ratelimit-edge` is `ratelimit`.
 pub fn module_of(name: &str) -> &str {

@@ -36,6 +36,15 @@ pub fn package(module: &Path, layout: &Path, name: &str, tag: &str) -> Result<St
         return Err(format!("{} is not a WebAssembly module", module.display()));
     }
     if layout.exists() {
+        let empty = fs::read_dir(layout)
+            .map(|mut entries| entries.next().is_none())
+            .unwrap_or(false);
+        if !empty && !layout.join("oci-layout").exists() {
+            return Err(format!(
+                "{} exists and is not an OCI layout: not replacing it",
+                layout.display()
+            ));
+        }
         fs::remove_dir_all(layout)
             .map_err(|error| format!("clear {}: {error}", layout.display()))?;
     }

@@ -244,4 +244,11 @@ fn oci_layouts_carry_the_module_with_the_right_media_types_and_digests() {
     std::fs::write(&not_wasm, b"hello").unwrap();
     let refused = gatehouse(&["oci", not_wasm.to_str().unwrap(), layout.to_str().unwrap()]);
     assert!(!refused.status.success());
+    // A directory that is not a layout is never cleared.
+    let precious = dir.join("precious");
+    std::fs::create_dir_all(&precious).unwrap();
+    std::fs::write(precious.join("notes.txt"), b"keep").unwrap();
+    let kept = gatehouse(&["oci", module.to_str().unwrap(), precious.to_str().unwrap()]);
+    assert!(!kept.status.success());
+    assert!(precious.join("notes.txt").exists());
 }

@@ -60,6 +60,9 @@ pub struct RateLimitOutcome {
 pub struct TrafficOutcome {
     /// The chosen target.
     pub target: String,
+    /// The shadow target a mirrored request's copy goes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
 }
 
 /// The attributes the audit record reads from later filters.

@@ -34,6 +34,21 @@ pub trait SharedStore {
     fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> Result<(), StoreError>;
 }
 
+/// Writes `value` at `key` unless the key exists. The host can only create a key
+/// unconditionally, so call this where nothing else writes yet: the first VM's
+/// configuration (Envoy's main thread), before any worker serves it.
+pub fn create_if_absent(
+    store: &dyn SharedStore,
+    key: &str,
+    value: &[u8],
+) -> Result<bool, StoreError> {
+    if store.get(key)?.is_some() {
+        return Ok(false);
+    }
+    store.set(key, value, None)?;
+    Ok(true)
+}
+
 /// An in-memory store with the host's semantics (versions, compare-and-swap,
 /// unconditional create), for tests and for `gatehouse explain`.
 #[derive(Debug, Default)]

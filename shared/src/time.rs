@@ -9,8 +9,13 @@ pub fn rfc3339_millis(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// Reads an RFC 3339 time (`2026-12-01T00:00:00Z`) as ms since the epoch.
+/// Reads an RFC 3339 time in UTC (`2026-12-01T00:00:00Z`, fractions allowed) as ms
+/// since the epoch. Other offsets are refused: the parser underneath would read some
+/// of them as UTC.
 pub fn parse_rfc3339_millis(text: &str) -> Option<u64> {
+    if !text.ends_with('Z') {
+        return None;
+    }
     humantime::parse_rfc3339_weak(text)
         .ok()
         .map(crate::host::millis_since_epoch)
@@ -46,6 +51,11 @@ mod tests {
             Some(1_796_314_409_000)
         );
         assert_eq!(parse_rfc3339_millis("tomorrow"), None);
+        assert_eq!(parse_rfc3339_millis("2026-12-03T16:13:29.5+02:00"), None);
+        assert_eq!(
+            parse_rfc3339_millis("2026-12-03T16:13:29.5Z"),
+            Some(1_796_314_409_500)
+        );
     }
 
     #[test]

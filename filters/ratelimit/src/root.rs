@@ -319,6 +319,20 @@ impl RootContext for RateLimitRoot {
                 }
             }
         }
+        if let Some(alert_settings) = &settings.alert {
+            if let Err(problem) = alert::prepare(
+                &store,
+                &settings.name,
+                alert_settings,
+                HostClock.now_millis(),
+            ) {
+                error!(
+                    "ratelimit {}: cannot prepare the alert: {problem:?}",
+                    settings.name
+                );
+                return false;
+            }
+        }
         let seed = shared_seed(&store);
         info!(
             "ratelimit filter configured version={} {}",

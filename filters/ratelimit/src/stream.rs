@@ -166,6 +166,14 @@ impl HttpContext for RateLimitStream {
         }
         // One read and one write of the map instead of a crossing per header.
         let mut map = self.get_http_response_headers_bytes();
+        // A 429 here is another instance's refusal: it describes its own limit.
+        if map
+            .iter()
+            .any(|(key, value)| key == ":status" && value.as_slice() == b"429")
+        {
+            self.response_headers.clear();
+            return Action::Continue;
+        }
         // Another instance (a later filter, whose response headers come first) may
         // have described a limit closer to exhaustion: keep the closest.
         let remaining = |headers: &[(String, String)]| {

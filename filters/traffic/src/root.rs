@@ -5,7 +5,7 @@
 use crate::store::HostStore;
 use crate::stream::TrafficStream;
 use gatehouse_host::{seeded_generator, HostClock, Metric};
-use gatehouse_shared::host::{Clock, SplitMix64};
+use gatehouse_shared::host::{create_if_absent, Clock, SplitMix64};
 use gatehouse_shared::traffic::config::{Sticky, TrafficSettings};
 use gatehouse_shared::traffic::state::{self, Breaker, Rollback, Transition};
 use gatehouse_shared::window;
@@ -306,6 +306,28 @@ impl RootContext for TrafficRoot {
             env!("CARGO_PKG_VERSION"),
             settings.summary()
         );
+        // Every shared key exists before any worker serves this configuration, so
+        // no request or tick has to create one (creation cannot be compare-and-swap).
+        let now_ms = HostClock.now_millis();
+        for route in &settings.routes {
+            let len = usize::try_from(route.window_seconds()).unwrap_or(1);
+            let ring = window::Ring::empty(len, now_ms / 1000).encode();
+            let breaker = serde_json::to_vec(&Breaker::default()).unwrap_or_default();
+            let rollback = serde_json::to_vec(&Rollback::default()).unwrap_or_default();
+            for target in &route.targets {
+                let key = |what: &str| state::key(&settings.name, &route.name, &target.name, what);
+                let created = create_if_absent(&HostStore, &key("answers"), &ring)
+                    .and_then(|_| create_if_absent(&HostStore, &key("breaker"), &breaker))
+                    .and_then(|_| create_if_absent(&HostStore, &key("rollback"), &rollback));
+                if let Err(problem) = created {
+                    error!(
+                        "traffic {}: cannot prepare shared state: {problem:?}",
+                        settings.name
+                    );
+                    return false;
+                }
+            }
+        }
         let base = format!("gatehouse_traffic_{}", sanitize(&settings.name));
         self.metrics = settings
             .routes

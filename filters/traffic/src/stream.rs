@@ -19,7 +19,8 @@ use proxy_wasm::types::{Action, MapType};
 struct Chosen {
     route: usize,
     target: usize,
-    probe: bool,
+    /// The half-open round this request probes, if it is a probe.
+    probe: Option<u32>,
 }
 
 pub struct TrafficStream {
@@ -47,14 +48,6 @@ fn text(headers: &[(String, Vec<u8>)], name: &str) -> String {
         .unwrap_or_default()
 }
 
-fn write_headers(headers: &[(String, Vec<u8>)]) {
-    let pairs: Vec<(&str, &[u8])> = headers
-        .iter()
-        .map(|(key, value)| (key.as_str(), value.as_slice()))
-        .collect();
-    let _ = hostcalls::set_map_bytes(MapType::HttpRequestHeaders, pairs);
-}
-
 fn unavailable(retry_after_ms: u64) {
     let retry_after = retry_after_ms.div_ceil(1000).max(1);
     let correlation_id = gatehouse_host::property_string(&[CORRELATION_ID]).unwrap_or_default();
@@ -80,8 +73,12 @@ fn unavailable(retry_after_ms: u64) {
 impl Context for TrafficStream {}
 
 impl HttpContext for TrafficStream {
+    fn on_log(&mut self) {
+        self.release_unanswered_probe();
+    }
+
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let mut headers = self.get_http_request_headers_bytes();
+        let headers = self.get_http_request_headers_bytes();
         let now_ms = HostClock.now_millis();
         let mut vm = self.state.borrow_mut();
         let settings = &vm.settings;
@@ -94,7 +91,11 @@ impl HttpContext for TrafficStream {
                 || name == settings.mirror_header
                 || override_header.as_deref() == Some(name)
         };
-        let carried_ours = headers.iter().any(|(name, _)| ours(name));
+        let spoofed: Vec<String> = headers
+            .iter()
+            .filter(|(name, _)| ours(name))
+            .map(|(name, _)| name.clone())
+            .collect();
 
         let wants_auth = vm.needs_consumer
             || override_header
@@ -145,15 +146,11 @@ impl HttpContext for TrafficStream {
 
         let target_header = vm.settings.target_header.clone();
         let mirror_header = vm.settings.mirror_header.clone();
-        headers.retain(|(name, _)| {
-            !(name == &target_header
-                || name == &mirror_header
-                || override_header.as_deref() == Some(name.as_str()))
-        });
+        // The client's own routing headers go, one host call each (rare).
+        for name in &spoofed {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+        }
         let Some(choice) = choice else {
-            if carried_ours {
-                write_headers(&headers);
-            }
             return Action::Continue;
         };
         let Some(route) = vm.settings.routes.get(choice.route).cloned() else {
@@ -165,7 +162,7 @@ impl HttpContext for TrafficStream {
 
         // The target's breaker: closed costs nothing; open is answered from this
         // VM's copy until it may half-open, which is decided on the shared state.
-        let mut probe = false;
+        let mut probe = None;
         if let Some(breaker_settings) = target.breaker {
             let local = vm
                 .breakers
@@ -207,7 +204,7 @@ impl HttpContext for TrafficStream {
             };
             match admission {
                 Admission::Pass => {}
-                Admission::Probe => probe = true,
+                Admission::Probe { round } => probe = Some(round),
                 Admission::Reject { retry_after_ms } => {
                     if let Some(counts) = vm
                         .counts
@@ -218,7 +215,7 @@ impl HttpContext for TrafficStream {
                     }
                     drop(vm);
                     self.answered = true;
-                    publish(&target.name);
+                    publish(&target.name, None);
                     unavailable(retry_after_ms);
                     return Action::Pause;
                 }
@@ -234,19 +231,21 @@ impl HttpContext for TrafficStream {
             counts.mirrored += u64::from(choice.mirror);
         }
         drop(vm);
-        headers.push((target_header, target.name.clone().into_bytes()));
+        // One host call per header (measured cheaper than replacing the map).
+        let set = |name: &str, value: &str| {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+        };
+        set(&target_header, &target.name);
         if choice.mirror {
-            headers.push((mirror_header, b"1".to_vec()));
+            set(&mirror_header, "1");
         }
         if let Some(rewritten) = &choice.path {
-            for (name, value) in headers.iter_mut() {
-                if name == ":path" {
-                    *value = rewritten.clone().into_bytes();
-                }
-            }
+            set(":path", rewritten);
         }
-        write_headers(&headers);
-        publish(&target.name);
+        let mirror = choice
+            .mirror
+            .then(|| route.mirror_target.as_deref().unwrap_or("mirror"));
+        publish(&target.name, mirror);
         self.chosen = Some(Chosen {
             route: choice.route,
             target: choice.target,
@@ -295,7 +294,11 @@ impl HttpContext for TrafficStream {
             .cloned()
             .unwrap_or_default();
         // A success while this VM knows of no failure run changes nothing shared.
-        if !failure && !chosen.probe && local.phase == Phase::Closed && local.consecutive == 0 {
+        if !failure
+            && chosen.probe.is_none()
+            && local.phase == Phase::Closed
+            && local.consecutive == 0
+        {
             return Action::Continue;
         }
         let key = state::key(&vm.settings.name, &route.name, &target.name, "breaker");
@@ -336,9 +339,35 @@ impl HttpContext for TrafficStream {
     }
 }
 
-fn publish(target: &str) {
+impl TrafficStream {
+    /// A probe whose response never came (the client went away) gives its place back.
+    fn release_unanswered_probe(&mut self) {
+        let Some(Chosen {
+            route,
+            target,
+            probe: Some(round),
+        }) = self.chosen.take()
+        else {
+            return;
+        };
+        let vm = self.state.borrow();
+        let Some(route) = vm.settings.routes.get(route) else {
+            return;
+        };
+        let Some(target) = route.targets.get(target) else {
+            return;
+        };
+        let key = state::key(&vm.settings.name, &route.name, &target.name, "breaker");
+        let _ = state::update(&HostStore, &key, RETRIES, |breaker: &mut Breaker| {
+            breaker.release_probe(round);
+        });
+    }
+}
+
+fn publish(target: &str, mirror: Option<&str>) {
     let outcome = TrafficOutcome {
         target: target.to_string(),
+        mirror: mirror.map(str::to_string),
     };
     if let Ok(json) = serde_json::to_string(&outcome) {
         let _ = hostcalls::set_property(vec![TRAFFIC], Some(json.as_bytes()));

@@ -64,6 +64,22 @@ pub struct TickReport {
     pub given_up: bool,
 }
 
+/// Creates the alert's shared keys, so that no later write has to create one (see
+/// `host::create_if_absent`).
+pub fn prepare(
+    store: &dyn SharedStore,
+    instance: &str,
+    settings: &AlertSettings,
+    now_ms: u64,
+) -> Result<(), crate::host::StoreError> {
+    let len = usize::try_from(settings.window_seconds).unwrap_or(60);
+    let ring = window::Ring::empty(len, now_ms / 1000).encode();
+    crate::host::create_if_absent(store, &counts_key(instance), &ring)?;
+    let state = serde_json::to_vec(&AlertState::default()).unwrap_or_default();
+    crate::host::create_if_absent(store, &state_key(instance), &state)?;
+    Ok(())
+}
+
 /// Adds this VM's counts since the last tick to the ring. Returns false when the
 /// store kept changing (the counts are kept for the next tick).
 pub fn add_counts(
@@ -121,16 +137,28 @@ pub fn tick(
         return report;
     };
     let before = state.clone();
+    // A pending event that no attempt has been made for can be withdrawn: the
+    // webhook never heard of it. Once an attempt was made, it may have arrived.
+    let untried = state.attempts == 0;
     if !state.firing && total >= settings.min_requests && share > settings.trigger_percent {
         state.firing = true;
-        state.incident = state.incident.wrapping_add(1).max(now_ms);
-        state.pending = Some(Action::Trigger);
+        state.pending = match state.pending {
+            // Back over the threshold before the resolve went out: the same
+            // incident is still open at the webhook, nothing to send.
+            Some(Action::Resolve) if untried => None,
+            // The resolve may have arrived: trigger the same incident again.
+            Some(Action::Resolve) => Some(Action::Trigger),
+            _ => {
+                state.incident = state.incident.wrapping_add(1).max(now_ms);
+                Some(Action::Trigger)
+            }
+        };
         report.transition = Some(Action::Trigger);
     } else if state.firing && share < settings.resolve_percent {
         state.firing = false;
-        // A trigger never delivered needs no resolve.
         state.pending = match state.pending {
-            Some(Action::Trigger) => None,
+            // A trigger never attempted needs no resolve.
+            Some(Action::Trigger) if untried => None,
             _ => Some(Action::Resolve),
         };
         report.transition = Some(Action::Resolve);
@@ -281,6 +309,9 @@ mod tests {
     fn two_vms_fire_once_deliver_once_and_resolve_once() {
         let store = MemoryStore::default();
         let settings = settings();
+        prepare(&store, "edge", &settings, T0).unwrap();
+        assert_eq!(store.entries.borrow().len(), 2);
+        prepare(&store, "edge", &settings, T0).unwrap();
         // Under the minimum: nothing.
         assert!(add_counts(&store, "edge", &settings, T0, 10, 5));
         assert_eq!(tick(&store, "edge", &settings, T0).transition, None);
@@ -326,6 +357,38 @@ mod tests {
             tick(&store, "edge", &settings, later + 3_000),
             TickReport::default()
         );
+    }
+
+    #[test]
+    fn a_resolve_follows_every_trigger_that_may_have_arrived() {
+        let store = MemoryStore::default();
+        let settings = settings();
+        add_counts(&store, "edge", &settings, T0, 100, 50);
+        let trigger = tick(&store, "edge", &settings, T0).delivery.unwrap();
+        // The share falls while the trigger is in flight: a resolve must follow it.
+        let resolve = tick(&store, "edge", &settings, T0 + 12_000);
+        assert_eq!(resolve.transition, Some(Action::Resolve));
+        delivered(&store, "edge", &trigger, true, T0 + 12_001);
+        let sent = tick(&store, "edge", &settings, T0 + 15_000)
+            .delivery
+            .unwrap();
+        assert_eq!(sent.action, Action::Resolve);
+        assert_eq!(sent.incident, trigger.incident);
+
+        // Over the threshold again while that resolve is out: the same incident
+        // is triggered again, never left open under an orphan key.
+        add_counts(&store, "edge", &settings, T0 + 15_500, 100, 50);
+        let again = tick(&store, "edge", &settings, T0 + 15_600);
+        assert_eq!(again.transition, Some(Action::Trigger));
+        let retrigger = again.delivery.unwrap_or_else(|| panic!("a trigger is due"));
+        assert_eq!(
+            (retrigger.action, retrigger.incident),
+            (Action::Trigger, trigger.incident)
+        );
+        // The resolve's late failure changes nothing any more.
+        delivered(&store, "edge", &sent, false, T0 + 15_700);
+        let (state, _) = read_state(&store, "edge").unwrap();
+        assert_eq!(state.pending, Some(Action::Trigger));
     }
 
     #[test]

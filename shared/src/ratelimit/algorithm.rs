@@ -160,6 +160,22 @@ impl State {
         }
     }
 
+    /// How much of its budget a key has used at `now_ms` (requests counted, or
+    /// token units missing): the key with the least is the cheapest to forget.
+    pub fn load(&self, rule: &Rule, now_ms: u64) -> u64 {
+        let mut copy = *self;
+        match &mut copy {
+            Self::Window(window) => {
+                window.advance(rule, now_ms);
+                window.counted()
+            }
+            Self::Bucket(bucket) => {
+                bucket.refill(rule, now_ms);
+                capacity(rule).saturating_sub(bucket.units) / rule.window_ms.max(1)
+            }
+        }
+    }
+
     /// The newest moment the state was touched, for choosing what to forget.
     pub fn last_active_ms(&self, rule: &Rule) -> u64 {
         match self {

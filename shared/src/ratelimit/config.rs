@@ -14,6 +14,8 @@ pub const MAX_LIMITS: usize = 32;
 /// Bounds of the counter table per limit.
 pub const MIN_SLOTS: u32 = 16;
 pub const MAX_SLOTS: u32 = 1 << 20;
+/// Most counter slots of one instance (all its limits): about 150 bytes each.
+pub const MAX_TOTAL_SLOTS: u64 = 1 << 21;
 /// The longest window: 30 days.
 pub const MAX_WINDOW_SECONDS: u64 = 30 * 86_400;
 /// The largest count a rule may name.
@@ -338,6 +340,14 @@ impl RateLimitSettings {
             return Err(ConfigError::invalid(
                 "limits",
                 format!("give between 1 and {MAX_LIMITS} limits"),
+            ));
+        }
+        if u64::from(raw.slots) * raw.limits.len() as u64 > MAX_TOTAL_SLOTS {
+            return Err(ConfigError::invalid(
+                "slots",
+                format!(
+                    "slots x limits must be at most {MAX_TOTAL_SLOTS} (shared data has no delete)"
+                ),
             ));
         }
         let mut limits: Vec<Limit> = Vec::new();
@@ -714,6 +724,21 @@ mod tests {
         let first = twice["limits"][0].clone();
         twice["limits"].as_array_mut().unwrap().push(first);
         assert_eq!(parse(twice).unwrap_err().path(), "limits[1].name");
+    }
+
+    #[test]
+    fn the_counter_tables_are_bounded_in_all() {
+        let mut config = minimal();
+        config["slots"] = json!(1_048_576);
+        let limit = config["limits"][0].clone();
+        for name in ["second", "third"] {
+            let mut more = limit.clone();
+            more["name"] = json!(name);
+            config["limits"].as_array_mut().unwrap().push(more);
+        }
+        let error = parse(config).unwrap_err();
+        assert_eq!(error.path(), "slots", "{error}");
+        assert!(error.to_string().contains("slots x limits"), "{error}");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! the limit's definition fingerprint and the client key's fingerprint besides its
 //! counts, so entries are never shared by two clients: a new client takes an empty,
 //! idle or outdated slot of its four, and when all four count other active clients
-//! it evicts the least recently active one (whose budget starts again; counted as an
+//! it evicts the one that has used the least of its budget (whose budget starts
+//! again; counted as an
 //! eviction).
 
 use super::algorithm::{Algorithm, Quota, Rule, State, Taken};
@@ -263,7 +264,7 @@ impl Table<'_> {
     }
 
     /// Finds the client's slot: its own entry among the probes, else the first
-    /// empty, outdated or idle one, else the least recently active (evicted).
+    /// empty, outdated or idle one, else the one with the least budget used (evicted).
     fn locate(
         &self,
         store: &dyn SharedStore,
@@ -272,7 +273,7 @@ impl Table<'_> {
         now_ms: u64,
     ) -> Result<Option<Found>, StoreError> {
         let mut free: Option<Found> = None;
-        let mut oldest: Option<(u64, Found)> = None;
+        let mut oldest: Option<((u64, u64), Found)> = None;
         for step in 0..PROBES.min(self.slots) {
             let slot = self.probe(client, step);
             let key = slot_key(self.instance, self.limit, slot);
@@ -309,9 +310,11 @@ impl Table<'_> {
                             free = Some(candidate(false));
                         }
                     } else {
-                        let active = state.last_active_ms(rule);
-                        if oldest.as_ref().is_none_or(|(time, _)| active < *time) {
-                            oldest = Some((active, candidate(true)));
+                        // The least used budget goes first (a client being refused
+                        // is never the cheap one), then the least recently active.
+                        let cost = (state.load(rule, now_ms), state.last_active_ms(rule));
+                        if oldest.as_ref().is_none_or(|(least, _)| cost < *least) {
+                            oldest = Some((cost, candidate(true)));
                         }
                     }
                 }

@@ -274,6 +274,9 @@ pub struct Route {
     pub schedule: Vec<Step>,
     /// Share of requests marked for mirroring, in percent.
     pub mirror_percent: f64,
+    /// The shadow target named for the copies (published with the decision; the
+    /// Envoy route's mirror policy decides where the copy goes).
+    pub mirror_target: Option<String>,
     pub health_gate: Option<HealthGate>,
     /// Changes whenever the route's definition does: a rollback recorded under
     /// another definition does not hold.
@@ -524,16 +527,15 @@ fn check_route(path: &str, raw: RawRoute) -> Result<Route, ConfigError> {
     let mut schedule: Vec<Step> = Vec::new();
     for (index, raw_step) in raw.schedule.into_iter().enumerate() {
         let at = format!("{path}.schedule[{index}]");
-        let time = humantime::parse_rfc3339_weak(&raw_step.at).map_err(|_| {
+        let at_ms = crate::time::parse_rfc3339_millis(&raw_step.at).ok_or_else(|| {
             ConfigError::invalid(
                 format!("{at}.at"),
                 format!(
-                    "{:?} is not an RFC 3339 time (2026-12-01T00:00:00Z)",
+                    "{:?} is not an RFC 3339 time in UTC (2026-12-01T00:00:00Z)",
                     raw_step.at
                 ),
             )
         })?;
-        let at_ms = crate::host::millis_since_epoch(time);
         if let Some(previous) = schedule.last() {
             if at_ms <= previous.at_ms {
                 return Err(ConfigError::invalid(
@@ -562,6 +564,7 @@ fn check_route(path: &str, raw: RawRoute) -> Result<Route, ConfigError> {
         schedule.push(Step { at_ms, weights });
     }
 
+    let mirror_target = raw.mirror.as_ref().and_then(|mirror| mirror.target.clone());
     let mirror_percent = match raw.mirror {
         Some(mirror) => {
             if !(mirror.percent.is_finite() && (0.0..=100.0).contains(&mirror.percent)) {
@@ -668,6 +671,7 @@ fn check_route(path: &str, raw: RawRoute) -> Result<Route, ConfigError> {
         sticky,
         schedule,
         mirror_percent,
+        mirror_target,
         health_gate,
         fingerprint: u64::from_le_bytes(first),
     })
@@ -864,6 +868,16 @@ mod tests {
             let error = parse(config.clone()).unwrap_err();
             assert_eq!(error.path(), field, "{config}: {error}");
         }
+    }
+
+    #[test]
+    fn schedule_times_are_utc_only() {
+        let mut config = base();
+        config["routes"][0]["schedule"] = json!([
+            {"at": "2026-01-08T00:00:00.0+02:00", "weights": {"monolith": 100}}]);
+        let error = parse(config).unwrap_err();
+        assert_eq!(error.path(), "routes[0].schedule[0].at", "{error}");
+        assert!(error.to_string().contains("in UTC"), "{error}");
     }
 
     #[test]

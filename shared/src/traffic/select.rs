@@ -119,14 +119,20 @@ fn sticky_key(route: &Route, facts: &RequestFacts<'_>) -> Option<Vec<u8>> {
     key.filter(|key| !key.is_empty())
 }
 
-/// `prefix` at a segment boundary of `path` replaced by `replacement`, the query
-/// kept; `None` when the path does not start with it.
+/// `prefix` (compared without ASCII case) at a segment boundary of `path` replaced
+/// by `replacement`, the query kept; `None` when the path does not start with it.
+/// Given the normalized path, so that dot segments cannot climb out of it.
 pub fn rewrite(path: &str, prefix: &str, replacement: &str) -> Option<String> {
     let (path_part, query) = match path.split_once('?') {
         Some((path_part, query)) => (path_part, Some(query)),
         None => (path, None),
     };
-    let rest = path_part.strip_prefix(prefix)?;
+    // Case-insensitive, like the route match.
+    let head = path_part.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    let rest = path_part.get(prefix.len()..)?;
     if !(rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')) {
         return None;
     }
@@ -198,7 +204,11 @@ pub fn choose(
         && ((stable_hash(&random.to_le_bytes()) % 10_000) as f64) < route.mirror_percent * 100.0;
     let path = route.targets.get(target).and_then(|chosen| {
         let rule = chosen.rewrite.as_ref()?;
-        rewrite(facts.path, &rule.prefix, &rule.replacement)
+        let normal = match &normalized.query {
+            Some(query) => format!("{}?{query}", normalized.path),
+            None => normalized.path.clone(),
+        };
+        rewrite(&normal, &rule.prefix, &rule.replacement)
     });
     Some(Choice {
         route: route_index,
@@ -346,6 +356,24 @@ mod tests {
         .unwrap();
         assert_eq!(choice.path.as_deref(), Some("/orders/v2/7?x=1"));
         assert!(choose(&route, &facts("/elsewhere", &headers), 0, &never, 5).is_none());
+        // Dot segments are resolved before the rewrite: they cannot climb out of it.
+        let climbing = choose(
+            &route,
+            &facts("/api/v1/orders/../../v1/x", &headers),
+            0,
+            &never,
+            5,
+        );
+        assert!(climbing.is_none(), "/api/v1/x is not an orders path");
+        let inside = choose(
+            &route,
+            &facts("/api/v1/orders/a/../7", &headers),
+            0,
+            &never,
+            5,
+        )
+        .unwrap();
+        assert_eq!(inside.path.as_deref(), Some("/orders/v2/7"));
     }
 
     #[test]

@@ -33,14 +33,23 @@ pub struct Breaker {
     pub closed_ms: u64,
     pub probes_started: u32,
     pub probes_ok: u32,
+    /// When the current half-open round began (ms); a round whose probes never
+    /// answer (the clients went away) is started again after the open time.
+    #[serde(default)]
+    pub half_open_ms: u64,
+    /// Numbers the half-open rounds, so a late answer to an old probe counts nothing.
+    #[serde(default)]
+    pub round: u32,
 }
 
 /// What the breaker says to one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     Pass,
-    /// Passes as one of the half-open probes.
-    Probe,
+    /// Passes as one of the half-open probes of this round.
+    Probe {
+        round: u32,
+    },
     /// Refused; retry after this many ms.
     Reject {
         retry_after_ms: u64,
@@ -65,14 +74,18 @@ impl Breaker {
                     retry_after_ms: reopen - now_ms,
                 };
             }
-            self.phase = Phase::HalfOpen;
-            self.probes_started = 0;
-            self.probes_ok = 0;
+            self.start_round(now_ms);
+        } else if self.phase == Phase::HalfOpen
+            && self.probes_started >= settings.half_open_probes
+            && now_ms >= self.half_open_ms.saturating_add(settings.open_ms)
+        {
+            // The round's probes never all answered: probe again.
+            self.start_round(now_ms);
         }
         match self.phase {
             Phase::HalfOpen if self.probes_started < settings.half_open_probes => {
                 self.probes_started += 1;
-                Admission::Probe
+                Admission::Probe { round: self.round }
             }
             // Every probe is out: wait for their answers.
             Phase::HalfOpen => Admission::Reject {
@@ -82,15 +95,25 @@ impl Breaker {
         }
     }
 
-    /// Records an answer. Answers to requests admitted before the breaker opened
-    /// change nothing while it is open or half-open.
+    fn start_round(&mut self, now_ms: u64) {
+        self.phase = Phase::HalfOpen;
+        self.probes_started = 0;
+        self.probes_ok = 0;
+        self.half_open_ms = now_ms;
+        self.round = self.round.wrapping_add(1);
+    }
+
+    /// Records an answer; `probe` is the round of a half-open probe. Answers to
+    /// requests admitted before the breaker opened, or to probes of an earlier
+    /// round, change nothing while it is open or half-open.
     pub fn record(
         &mut self,
         settings: &BreakerSettings,
         success: bool,
-        probe: bool,
+        probe: Option<u32>,
         now_ms: u64,
     ) -> Option<Transition> {
+        let probe = probe.is_some_and(|round| round == self.round);
         match (self.phase, probe, success) {
             (Phase::Closed, _, true) => {
                 self.consecutive = 0;
@@ -107,6 +130,7 @@ impl Breaker {
                 (self.probes_ok >= settings.half_open_probes).then(|| {
                     *self = Self {
                         closed_ms: now_ms,
+                        round: self.round,
                         ..Self::default()
                     };
                     Transition::Closed
@@ -114,6 +138,14 @@ impl Breaker {
             }
             (Phase::HalfOpen, true, false) => Some(self.open(now_ms)),
             _ => None,
+        }
+    }
+
+    /// Gives back the probe slot of a probe whose client went away before an answer,
+    /// so that another request can probe (a client cannot hold the breaker open).
+    pub fn release_probe(&mut self, round: u32) {
+        if self.phase == Phase::HalfOpen && self.round == round {
+            self.probes_started = self.probes_started.saturating_sub(1);
         }
     }
 
@@ -232,36 +264,32 @@ mod tests {
     fn the_breaker_opens_half_opens_and_closes() {
         let settings = settings();
         let mut breaker = Breaker::default();
-        assert_eq!(breaker.record(&settings, false, false, 0), None);
+        assert_eq!(breaker.record(&settings, false, None, 0), None);
+        let reset = breaker.record(&settings, true, None, 1);
+        assert_eq!(reset, None, "a success resets the run");
+        breaker.record(&settings, false, None, 2);
+        breaker.record(&settings, false, None, 3);
+        let opened = breaker.record(&settings, false, None, 4);
+        assert_eq!(opened, Some(Transition::Opened));
+        let early = breaker.admit(&settings, 1_004);
         assert_eq!(
-            breaker.record(&settings, true, false, 1),
-            None,
-            "a success resets the run"
-        );
-        breaker.record(&settings, false, false, 2);
-        breaker.record(&settings, false, false, 3);
-        assert_eq!(
-            breaker.record(&settings, false, false, 4),
-            Some(Transition::Opened)
-        );
-        assert_eq!(
-            breaker.admit(&settings, 1_004),
+            early,
             Admission::Reject {
                 retry_after_ms: 4_000
             }
         );
         // After the open time: two probes, then the others wait.
-        assert_eq!(breaker.admit(&settings, 5_004), Admission::Probe);
-        assert_eq!(breaker.admit(&settings, 5_005), Admission::Probe);
-        assert!(matches!(
-            breaker.admit(&settings, 5_006),
-            Admission::Reject { .. }
-        ));
-        assert_eq!(breaker.record(&settings, true, true, 5_010), None);
-        assert_eq!(
-            breaker.record(&settings, true, true, 5_011),
-            Some(Transition::Closed)
-        );
+        let round = breaker.round + 1;
+        assert_eq!(breaker.admit(&settings, 5_004), Admission::Probe { round });
+        assert_eq!(breaker.admit(&settings, 5_005), Admission::Probe { round });
+        let waiting = breaker.admit(&settings, 5_006);
+        assert!(matches!(waiting, Admission::Reject { .. }));
+        let old = breaker.record(&settings, true, Some(round - 1), 5_009);
+        assert_eq!(old, None, "an answer from an older round");
+        assert_eq!(breaker.probes_ok, 0);
+        assert_eq!(breaker.record(&settings, true, Some(round), 5_010), None);
+        let closed = breaker.record(&settings, true, Some(round), 5_011);
+        assert_eq!(closed, Some(Transition::Closed));
         assert_eq!(breaker.admit(&settings, 5_012), Admission::Pass);
         assert_eq!(breaker.closed_ms, 5_011);
     }
@@ -270,28 +298,48 @@ mod tests {
     fn a_failing_probe_opens_again_and_late_answers_change_nothing() {
         let settings = settings();
         let mut breaker = Breaker::default();
-        assert_eq!(
-            breaker.check_rate(&settings, 9, 9, 0),
-            None,
-            "too few answers"
-        );
-        assert_eq!(
-            breaker.check_rate(&settings, 10, 5, 0),
-            None,
-            "not over half"
-        );
-        assert_eq!(
-            breaker.check_rate(&settings, 10, 6, 0),
-            Some(Transition::Opened)
-        );
-        assert_eq!(breaker.record(&settings, true, false, 10), None);
+        let few = breaker.check_rate(&settings, 9, 9, 0);
+        assert_eq!(few, None, "too few answers");
+        let half = breaker.check_rate(&settings, 10, 5, 0);
+        assert_eq!(half, None, "not over half");
+        let over = breaker.check_rate(&settings, 10, 6, 0);
+        assert_eq!(over, Some(Transition::Opened));
+        assert_eq!(breaker.record(&settings, true, None, 10), None);
         assert_eq!(breaker.phase, Phase::Open);
-        assert_eq!(breaker.admit(&settings, 5_000), Admission::Probe);
-        assert_eq!(
-            breaker.record(&settings, false, true, 5_100),
-            Some(Transition::Opened)
-        );
+        let Admission::Probe { round } = breaker.admit(&settings, 5_000) else {
+            panic!("a probe after the open time");
+        };
+        let failed = breaker.record(&settings, false, Some(round), 5_100);
+        assert_eq!(failed, Some(Transition::Opened));
         assert_eq!(breaker.opened_ms, 5_100);
+    }
+
+    #[test]
+    fn probes_that_never_answer_do_not_hold_the_breaker_half_open() {
+        let settings = settings();
+        let mut breaker = Breaker::default();
+        breaker.check_rate(&settings, 10, 10, 0);
+        let probe = |breaker: &mut Breaker, now| {
+            matches!(breaker.admit(&settings, now), Admission::Probe { .. })
+        };
+        assert!(probe(&mut breaker, 5_000));
+        assert!(probe(&mut breaker, 5_001));
+        // Neither probe's client waited for an answer.
+        assert!(!probe(&mut breaker, 9_999));
+        let Admission::Probe { round } = breaker.admit(&settings, 10_001) else {
+            panic!("a new round of probes after the open time");
+        };
+        assert_eq!(breaker.record(&settings, true, Some(round), 10_002), None);
+        assert!(probe(&mut breaker, 10_003));
+        // A probe whose client went away gives its place to another request.
+        assert!(!probe(&mut breaker, 10_004));
+        breaker.release_probe(round);
+        assert!(probe(&mut breaker, 10_005));
+        breaker.release_probe(round - 1);
+        assert!(
+            !probe(&mut breaker, 10_006),
+            "an old round's release changes nothing"
+        );
     }
 
     #[test]
@@ -300,7 +348,7 @@ mod tests {
         let settings = settings();
         for now in 0..3 {
             update(&store, "b", 4, |breaker: &mut Breaker| {
-                breaker.record(&settings, false, false, now)
+                breaker.record(&settings, false, None, now)
             });
         }
         let (breaker, _) = read::<Breaker>(&store, "b").unwrap();
