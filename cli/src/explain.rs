@@ -266,6 +266,7 @@ fn one_request(setup: &Setup, cache: &mut TokenCache, index: u32, out: &mut Stri
         client: Some(setup.client),
         consumer: None,
         tier: None,
+        claims: None,
         headers: &setup.headers,
     };
     let client = setup.client.to_string();
@@ -276,6 +277,7 @@ fn one_request(setup: &Setup, cache: &mut TokenCache, index: u32, out: &mut Stri
     let mut consumer = None;
     let mut tier = None;
     let mut roles: Vec<String> = Vec::new();
+    let mut claims = BTreeMap::new();
     if let Some(auth) = &setup.auth {
         let keys = Keys {
             auth,
@@ -323,6 +325,7 @@ fn one_request(setup: &Setup, cache: &mut TokenCache, index: u32, out: &mut Stri
                     consumer = Some(identity.consumer);
                     tier = identity.tier;
                     roles = identity.roles;
+                    claims = identity.claims;
                 }
             }
             Verdict::Deny { rule, denial } => {
@@ -354,6 +357,7 @@ fn one_request(setup: &Setup, cache: &mut TokenCache, index: u32, out: &mut Stri
         client: Some(setup.client),
         consumer: consumer.as_deref(),
         tier: tier.as_deref(),
+        claims: Some(&claims),
         headers: &setup.headers,
     };
     let who = consumer.clone().unwrap_or_else(|| setup.client.to_string());

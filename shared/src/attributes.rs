@@ -43,6 +43,10 @@ pub struct AuthOutcome {
     /// The caller's roles.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// The verified token's claims the auth filter is configured to publish
+    /// (`publish_claims`), by dotted path.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub claims: std::collections::BTreeMap<String, String>,
 }
 
 /// The rate limiter's published decision.

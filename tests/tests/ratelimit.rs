@@ -1338,3 +1338,56 @@ fn bad_configurations_are_refused_and_the_running_filter_keeps_limiting() {
     limited_body(&refused, "main");
     assert_eq!(scene.backend.requests(), 4);
 }
+
+/// A limit keyed by a token claim counts what the auth filter verified and
+/// published, never what the request claims.
+#[test]
+fn claim_keys_come_from_the_verified_token_only() {
+    use gatehouse_tests::jose::{now, KeyPair};
+    let key = KeyPair::generate("ES256", "claims-1").unwrap();
+    let auth = json!({
+        "providers": [{"name": "inline", "issuer": "https://issuer.test", "audiences": ["https://api.test"],
+                       "algorithms": ["ES256"], "jwks": key.jwks}],
+        "rules": [{"name": "accounts", "path": {"prefix": "/accounts/"}, "access": "authenticated"}],
+        "publish_claims": ["org.id"],
+        "identity_headers": {"strip_credential": true},
+    });
+    let per_org = json!({"name": "orgs", "limits": [limit("per-org", json!({"kind": "claim", "path": "org.id"}), 2, 60)]});
+    let scene = setup(vec![
+        audit(),
+        FilterSpec::new("auth", paths::module("auth"), &auth.to_string()),
+        ratelimit("ratelimit-orgs", &per_org),
+    ]);
+    let token = |subject: &str, org: &str| {
+        key.sign(
+            &json!({"iss": "https://issuer.test", "aud": "https://api.test", "sub": subject,
+                         "org": {"id": org}, "iat": now(), "exp": now() + 300}),
+        )
+        .unwrap()
+    };
+    let get = |token: &str| {
+        client::get(
+            &scene.gateway.url("/accounts/1"),
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .unwrap()
+        .status
+    };
+    // Two callers of one organisation share its budget, although auth strips the
+    // token before the limit sees the request.
+    assert_eq!(get(&token("alice", "acme")), 200);
+    assert_eq!(get(&token("bob", "acme")), 200);
+    assert_eq!(get(&token("carol", "acme")), 429);
+    // Another organisation has its own.
+    assert_eq!(get(&token("dave", "globex")), 200);
+    // A token signed by someone else never gets to choose a key: auth refuses it.
+    let forged = KeyPair::generate("ES256", "claims-1")
+        .unwrap()
+        .sign(
+            &json!({"iss": "https://issuer.test", "aud": "https://api.test", "sub": "mallory",
+                      "org": {"id": "fresh-org"}, "iat": now(), "exp": now() + 300}),
+        )
+        .unwrap();
+    assert_eq!(get(&forged), 401);
+    assert_eq!(scene.backend.requests(), 3);
+}

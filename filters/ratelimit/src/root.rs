@@ -344,10 +344,9 @@ impl RootContext for RateLimitRoot {
             .limits
             .iter()
             .any(|limit| limit.key == KeySource::ClientAddress);
-        let needs_auth = settings
-            .limits
-            .iter()
-            .any(|limit| limit.key == KeySource::Consumer || limit.tiers.len() > 1);
+        let needs_auth = settings.limits.iter().any(|limit| {
+            matches!(limit.key, KeySource::Consumer | KeySource::Claim(_)) || limit.tiers.len() > 1
+        });
         let evictions = vec![0; settings.limits.len()];
         self.state = Some(Rc::new(RefCell::new(VmState {
             settings,

@@ -87,6 +87,7 @@ impl HttpContext for RateLimitStream {
             client,
             consumer: auth.as_ref().and_then(|auth| auth.consumer.as_deref()),
             tier: auth.as_ref().and_then(|auth| auth.tier.as_deref()),
+            claims: auth.as_ref().map(|auth| &auth.claims),
             headers: &headers,
         };
         let now_ms = HostClock.now_millis();

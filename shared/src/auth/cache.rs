@@ -99,6 +99,7 @@ mod tests {
             roles: vec![],
             tier: None,
             via: CredentialKind::ApiKey,
+            claims: Default::default(),
         }
     }
 

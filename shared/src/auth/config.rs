@@ -51,6 +51,8 @@ struct RawAuthConfig {
     token_cache_entries: usize,
     #[serde(default = "default_key_wait")]
     key_wait_ms: u64,
+    #[serde(default)]
+    publish_claims: Vec<String>,
 }
 
 fn enforce() -> Mode {
@@ -368,6 +370,28 @@ pub struct AuthSettings {
     pub identity: IdentityHeaders,
     pub token_cache_entries: usize,
     pub key_wait_ms: u64,
+    /// Claims of a verified token (dotted paths) published with the decision, for
+    /// the rate limiter's claim keys.
+    pub publish_claims: Vec<String>,
+}
+
+/// At most 16 claim paths, each names joined by dots.
+fn check_claim_paths(paths: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if paths.len() > 16 {
+        return Err(ConfigError::invalid(
+            "publish_claims",
+            "name at most 16 claims",
+        ));
+    }
+    for (index, path) in paths.iter().enumerate() {
+        if path.is_empty() || path.split('.').any(str::is_empty) {
+            return Err(ConfigError::invalid(
+                format!("publish_claims[{index}]"),
+                format!("{path:?} is not a claim path (names joined by dots)"),
+            ));
+        }
+    }
+    Ok(paths)
 }
 
 impl AuthSettings {
@@ -438,6 +462,7 @@ impl AuthSettings {
             identity,
             token_cache_entries: raw.token_cache_entries,
             key_wait_ms: raw.key_wait_ms,
+            publish_claims: check_claim_paths(raw.publish_claims)?,
         })
     }
 

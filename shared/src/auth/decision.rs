@@ -18,6 +18,8 @@ pub struct Identity {
     pub roles: Vec<String>,
     pub tier: Option<String>,
     pub via: CredentialKind,
+    /// The token's claims named by `publish_claims` (string values), verified.
+    pub claims: std::collections::BTreeMap<String, String>,
 }
 
 /// A refusal: what the client is told, and the private reason for the record.
@@ -324,7 +326,7 @@ fn authenticate(
                 now,
             ) {
                 Ok(claims) => {
-                    let Some(identity) = token_identity(provider, &claims) else {
+                    let Some(identity) = token_identity(settings, provider, &claims) else {
                         return Authenticated::Denied(Denial::invalid_token(
                             "consumer_claim_missing",
                         ));
@@ -365,7 +367,11 @@ fn provider_for<'s>(settings: &'s AuthSettings, token: &str) -> Option<&'s Provi
         .find(|provider| provider.claims.issuer == issuer.iss)
 }
 
-fn token_identity(provider: &Provider, claims: &Claims) -> Option<Identity> {
+fn token_identity(
+    settings: &AuthSettings,
+    provider: &Provider,
+    claims: &Claims,
+) -> Option<Identity> {
     let consumer = claims.string_at(&provider.consumer_claim)?;
     if consumer.is_empty() {
         return None;
@@ -380,6 +386,11 @@ fn token_identity(provider: &Provider, claims: &Claims) -> Option<Identity> {
         roles: claims.roles_at(&provider.roles_claim),
         tier,
         via: CredentialKind::Provider(provider.name.clone()),
+        claims: settings
+            .publish_claims
+            .iter()
+            .filter_map(|path| Some((path.clone(), claims.string_at(path)?)))
+            .collect(),
     })
 }
 
@@ -398,6 +409,7 @@ fn api_key_identity(settings: &AuthSettings, key: &[u8]) -> Option<Identity> {
         roles: key.roles.clone(),
         tier: key.tier.clone(),
         via: CredentialKind::ApiKey,
+        claims: std::collections::BTreeMap::new(),
     })
 }
 

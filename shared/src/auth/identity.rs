@@ -141,6 +141,9 @@ pub fn outcome(result: &str, reason: Option<&str>, identity: Option<&Identity>) 
         roles: identity
             .map(|identity| identity.roles.clone())
             .unwrap_or_default(),
+        claims: identity
+            .map(|identity| identity.claims.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -202,6 +205,7 @@ mod tests {
             roles: vec!["user".into(), "billing".into()],
             tier: Some("pro".into()),
             via: CredentialKind::ApiKey,
+            claims: Default::default(),
         }
     }
 

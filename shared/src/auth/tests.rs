@@ -51,6 +51,7 @@ fn fixture(extra_rules: Value) -> Fixture {
             {"sha256": sha256_hex("demo-free-key"), "consumer": "hobbyist", "tier": "free"},
         ]},
         "rules": rules,
+        "publish_claims": ["plan", "iss", "no.such.claim"],
     });
     let settings = AuthSettings::from_json(config.to_string().as_bytes()).unwrap();
     let now = data["now"].as_i64().unwrap();
@@ -328,6 +329,16 @@ fn identity_carries_consumer_roles_tier_and_credential() {
     assert_eq!(identity.roles, ["user"]);
     assert_eq!(identity.tier.as_deref(), Some("pro"));
     assert_eq!(identity.via, CredentialKind::Provider("idp".into()));
+    assert_eq!(
+        identity.claims.get("plan").map(String::as_str),
+        Some("pro"),
+        "published claims come from the verified token"
+    );
+    assert_eq!(
+        identity.claims.get("iss"),
+        fixture.data["issuer"].as_str().map(str::to_string).as_ref()
+    );
+    assert!(!identity.claims.contains_key("no.such.claim"));
 
     let Verdict::Allow {
         identity: Some(identity),
@@ -340,6 +351,7 @@ fn identity_carries_consumer_roles_tier_and_credential() {
         (identity.consumer.as_str(), identity.tier.as_deref()),
         ("hobbyist", Some("free"))
     );
+    assert!(identity.claims.is_empty(), "an API key has no claims");
 }
 
 #[test]
@@ -491,6 +503,7 @@ fn bad_configurations_are_refused_naming_the_field() {
         (json!({"rules": []}), "rules"),
         (json!({"rulez": []}), "rulez"),
         (json!({"mode": "audit"}), "mode"),
+        (json!({"publish_claims": ["org..id"]}), "publish_claims[0]"),
         (
             json!({"providers": [{"name": "idp", "issuer": "https://i", "algorithms": ["none"], "jwks_uri": {"cluster": "c", "path": "/k"}}]}),
             "providers[0].algorithms[0]",

@@ -6,9 +6,6 @@ use super::config::{Contention, KeySource, Limit, Mode, RateLimitSettings};
 use super::table::{fingerprint, Counted, Receipt, Table};
 use crate::host::SharedStore;
 use crate::path::normalize;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use serde_json::Value;
 use std::net::IpAddr;
 
 /// What the filter knows about the request.
@@ -22,6 +19,8 @@ pub struct RequestFacts<'a> {
     /// The consumer and tier the auth filter published, if it ran before.
     pub consumer: Option<&'a str>,
     pub tier: Option<&'a str>,
+    /// The verified token claims the auth filter published (`publish_claims`).
+    pub claims: Option<&'a std::collections::BTreeMap<String, String>>,
     pub headers: &'a [(String, Vec<u8>)],
 }
 
@@ -100,28 +99,6 @@ fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> 
         .map(|(_, value)| value.as_slice())
 }
 
-/// The bearer token's payload. Read without verifying: a claim key belongs after
-/// the auth filter, which refuses requests whose token does not verify.
-fn bearer_claims(headers: &[(String, Vec<u8>)]) -> Option<Value> {
-    let value = header(headers, "authorization")?;
-    let token = value.strip_prefix(b"Bearer ")?;
-    let payload = token.split(|byte| *byte == b'.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-fn claim_key(claims: &Value, path: &[String]) -> Option<Vec<u8>> {
-    let mut value = claims;
-    for part in path {
-        value = value.get(part)?;
-    }
-    match value {
-        Value::String(text) => Some(text.as_bytes().to_vec()),
-        Value::Null => None,
-        other => Some(other.to_string().into_bytes()),
-    }
-}
-
 /// Decides a request. `seed` keys the slot hashing (the same in every VM).
 pub fn decide(
     settings: &RateLimitSettings,
@@ -133,7 +110,6 @@ pub fn decide(
     // A path that does not normalize is counted by every limit: refusing it is the
     // auth filter's job, escaping a path-scoped limit must not be possible.
     let normalized = normalize(facts.path, false).ok();
-    let mut claims: Option<Option<Value>> = None;
     let mut decision = Decision::default();
     let mut taken: Vec<(usize, u64, Receipt, Rule)> = Vec::new();
 
@@ -151,10 +127,12 @@ pub fn decide(
                 .map(|ip| address_key(ip, settings.ipv6_prefix_length).into_bytes()),
             KeySource::Consumer => facts.consumer.map(|consumer| consumer.as_bytes().to_vec()),
             KeySource::Header(name) => header(facts.headers, name).map(<[u8]>::to_vec),
-            KeySource::Claim(path) => claims
-                .get_or_insert_with(|| bearer_claims(facts.headers))
-                .as_ref()
-                .and_then(|claims| claim_key(claims, path)),
+            // Verified by the auth filter and published by it: a client cannot
+            // choose it, and it survives `strip_credential`.
+            KeySource::Claim(path) => facts
+                .claims
+                .and_then(|claims| claims.get(&path.join(".")))
+                .map(|value| value.as_bytes().to_vec()),
         };
         let Some(key) = key.filter(|key| !key.is_empty()) else {
             continue;
@@ -296,7 +274,7 @@ mod tests {
     use super::super::table::create_all;
     use super::*;
     use crate::host::MemoryStore;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     const T0: u64 = 1_800_000_000_000;
 
@@ -321,6 +299,7 @@ mod tests {
             client: client.parse().ok(),
             consumer: None,
             tier: None,
+            claims: None,
             headers,
         }
     }
@@ -374,14 +353,22 @@ mod tests {
              "tiers": {"default": {"requests": 1, "window_seconds": 60}}},
         ]}));
         let store = ready(&settings);
-        let payload = URL_SAFE_NO_PAD.encode(br#"{"org":{"id":"acme"}}"#);
+        // A forged token's claim in the request changes nothing: only what auth
+        // verified and published counts.
+        let forged = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            br#"{"org":{"id":"someone-else"}}"#,
+        );
         let headers = vec![(
             "authorization".to_string(),
-            format!("Bearer e30.{payload}.sig").into_bytes(),
+            format!("Bearer e30.{forged}.sig").into_bytes(),
         )];
+        let published: std::collections::BTreeMap<String, String> =
+            [("org.id".to_string(), "acme".to_string())].into();
         let mut request = facts("/a", "10.0.0.1", &headers);
         request.consumer = Some("alice");
         request.tier = Some("pro");
+        request.claims = Some(&published);
         let first = decide(&settings, &request, &store, 5, T0);
         assert_eq!(first.refused, None);
         assert_eq!(first.outcomes[0].tier, "pro");
