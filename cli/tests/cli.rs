@@ -222,23 +222,63 @@ fn oci_layouts_carry_the_module_with_the_right_media_types_and_digests() {
     let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
     assert_eq!(
         manifest["config"]["mediaType"],
-        "application/vnd.module.wasm.config.v1+json"
+        "application/vnd.oci.image.config.v1+json"
     );
-    let config = blob(manifest["config"]["digest"].as_str().unwrap());
-    assert_eq!(manifest["config"]["size"], config.len());
+    assert_eq!(
+        manifest["annotations"]["module.wasm.image/variant"], "compat",
+        "the compat variant Istio and Envoy Gateway pull"
+    );
+    let config_bytes = blob(manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(manifest["config"]["size"], config_bytes.len());
+    let config: Value = serde_json::from_slice(&config_bytes).unwrap();
     let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 1);
+    assert_eq!(layers.len(), 1, "exactly one layer");
     assert_eq!(
         layers[0]["mediaType"],
-        "application/vnd.module.wasm.content.layer.v1+wasm"
+        "application/vnd.oci.image.layer.v1.tar+gzip"
     );
     let layer = blob(layers[0]["digest"].as_str().unwrap());
+    // The layer is a gzipped tar whose plugin.wasm is the module, and the image
+    // configuration names the uncompressed tar as its diff id.
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(layer.as_slice()),
+        &mut tar,
+    )
+    .unwrap();
+    assert_eq!(config["rootfs"]["diff_ids"][0], sha(&tar).as_str());
+    let mut archive = tar::Archive::new(tar.as_slice());
+    let files: Vec<(String, Vec<u8>)> = archive
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+            (path, content)
+        })
+        .collect();
+    assert_eq!(files.len(), 1, "one file in the layer");
+    assert_eq!(files[0].0, "plugin.wasm");
     assert_eq!(
-        layer,
+        files[0].1,
         std::fs::read(&module).unwrap(),
-        "the layer is the module"
+        "plugin.wasm is the module"
     );
     assert_eq!(layers[0]["size"], layer.len());
+    // Reproducible: the same module packed again has the same manifest digest.
+    let again = dir.join("again");
+    let repacked = gatehouse(&[
+        "oci",
+        module.to_str().unwrap(),
+        again.to_str().unwrap(),
+        "--name",
+        "gatehouse-test",
+        "--tag",
+        "9.9.9",
+    ]);
+    assert_eq!(stdout(&repacked).trim(), manifest_digest);
 
     let not_wasm = dir.join("not.wasm");
     std::fs::write(&not_wasm, b"hello").unwrap();

@@ -4,17 +4,23 @@ schema (tests/data/istio/wasmplugin-crd.yaml, Istio's own CRD), the CRD's CEL ru
 that matter here (url scheme; one of selector, targetRef, targetRefs; no wildcard
 labels), and every pluginConfig with the filter's own validation (`gatehouse check`).
 With --digests DIR, each rendered manifest's sha256 must be the digest that
-`gatehouse oci` wrote for its module (DIR/<module>.digest).
+`gatehouse oci` wrote for its module (DIR/<module>.digest), and the module must
+come out of its layout (DIR/<module>) the way Istio's image fetcher takes it,
+byte-for-byte the built DIR/../<module>.wasm.
 
 usage: check_istio.py --cli PATH [--digests DIR] manifest.yaml...
 Exit 1 with every problem listed when any check fails.
 """
 
 import copy
+import gzip
+import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 from urllib.parse import urlparse
 
@@ -97,6 +103,30 @@ def check_plugin_config(cli, name, spec):
     return []
 
 
+def pulled_module(layout, manifest_digest):
+    """The module as Istio's image fetcher takes it from the layout: the manifest by
+    digest, its last layer a gzipped tar (the *compat* variant), plugin.wasm inside."""
+    def blob(digest):
+        data = open(os.path.join(layout, "blobs", "sha256", digest.removeprefix("sha256:")), "rb").read()
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise ValueError(f"blob {digest} does not match its digest")
+        return data
+    index = json.load(open(os.path.join(layout, "index.json")))
+    if not any(entry.get("digest") == manifest_digest for entry in index.get("manifests", [])):
+        raise ValueError(f"index.json does not list {manifest_digest}")
+    manifest = json.loads(blob(manifest_digest))
+    if manifest.get("annotations", {}).get("module.wasm.image/variant") != "compat":
+        raise ValueError("manifest lacks the module.wasm.image/variant=compat annotation")
+    layers = manifest.get("layers", [])
+    if not layers or layers[-1].get("mediaType") != "application/vnd.oci.image.layer.v1.tar+gzip":
+        raise ValueError(f"last layer is not application/vnd.oci.image.layer.v1.tar+gzip: {layers}")
+    archive = tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob(layers[-1]["digest"]))))
+    for member in archive.getmembers():
+        if os.path.basename(member.name) == "plugin.wasm":
+            return archive.extractfile(member).read()
+    raise ValueError("plugin.wasm not found in the layer")
+
+
 def main(argv):
     cli = None
     digests = None
@@ -145,6 +175,14 @@ def main(argv):
                     continue
                 if spec.get("sha256") != expected:
                     problems.append(f"{name}: sha256 {spec.get('sha256')!r} is not the module's digest {expected}")
+                    continue
+                built = os.path.join(os.path.dirname(os.path.abspath(digests)), f"{module}.wasm")
+                try:
+                    pulled = pulled_module(os.path.join(digests, module), "sha256:" + expected)
+                    if pulled != open(built, "rb").read():
+                        problems.append(f"{name}: the image's plugin.wasm is not {built}")
+                except (OSError, ValueError, tarfile.TarError) as error:
+                    problems.append(f"{name}: image {module} cannot be pulled as Istio does: {error}")
     for problem in problems:
         print(problem)
     print(f"{plugins} WasmPlugin manifests checked in {len(files)} files, {len(problems)} problems")
