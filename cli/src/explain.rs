@@ -176,6 +176,11 @@ impl KeyLookup for Keys<'_> {
             generation: 1,
         })
     }
+
+    /// Offline there is nothing to fetch: an unknown key is refused.
+    fn may_refetch(&self, _provider: &str) -> bool {
+        false
+    }
 }
 
 /// What happened to one request, for the summary.

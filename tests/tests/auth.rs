@@ -347,6 +347,74 @@ fn rotated_keys_are_picked_up_after_one_refetch_and_removed_keys_refused() {
 }
 
 #[test]
+fn unknown_kids_refetch_at_most_once_per_cooldown_and_are_refused_at_once_within_it() {
+    let scene = scene_with(
+        |_| json!({"jwks_uri": {"cluster": "idp", "path": "/jwks"}, "refetch_cooldown_seconds": 8}),
+    );
+    let bearer = format!("Bearer {}", scene.token("alice", &["user"]));
+    let ok = scene.request("GET", "/accounts/1", &[("authorization", &bearer)]);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let stranger = |kid: &str| {
+        let key = KeyPair::generate("ES256", kid).unwrap();
+        format!(
+            "Bearer {}",
+            key.sign(&scene.claims("eve", &["user"])).unwrap()
+        )
+    };
+    let refused = |token: &str| {
+        let started = std::time::Instant::now();
+        // A client that reads by length: the raw one waits for Envoy's delayed
+        // close after a local reply (a second).
+        let response = scene
+            .gateway
+            .get("/accounts/1", &[("authorization", token)])
+            .unwrap();
+        let waited = started.elapsed();
+        assert_eq!(response.status, 401, "{}", response.body);
+        let record = &scene
+            .gateway
+            .records_for(response.header("x-correlation-id").unwrap(), 1)[0];
+        assert_eq!(record["auth_reason"], "key_unknown");
+        waited
+    };
+
+    // Within the cooldown of the start-up fetch: refused at once, nothing fetched.
+    let fetches = scene.keys.fetches();
+    for index in 0..5 {
+        let waited = refused(&stranger(&format!("early-{index}")));
+        assert!(
+            waited < Duration::from_millis(700),
+            "no wait for a refetch that cannot happen: {waited:?}"
+        );
+    }
+    assert_eq!(
+        scene.keys.fetches(),
+        fetches,
+        "no refetch within the cooldown"
+    );
+
+    // Past it: the first stranger causes one refetch; the flood after it, none.
+    std::thread::sleep(Duration::from_secs(8));
+    refused(&stranger("late-0"));
+    let after = scene.keys.fetches();
+    assert_eq!(
+        after,
+        fetches + 1,
+        "exactly one refetch for the first stranger"
+    );
+    for index in 1..12 {
+        let waited = refused(&stranger(&format!("late-{index}")));
+        assert!(waited < Duration::from_millis(700), "{waited:?}");
+    }
+    assert_eq!(scene.keys.fetches(), after, "one refetch per cooldown");
+    assert_eq!(
+        scene.accounts.requests(),
+        1,
+        "only the valid token got through"
+    );
+}
+
+#[test]
 fn key_set_server_failures_keep_the_last_good_keys() {
     let scene = scene();
     let bearer = format!("Bearer {}", scene.token("alice", &["user"]));
@@ -431,6 +499,64 @@ fn requests_wait_for_the_first_key_set_then_get_503() {
         public.status, 404,
         "no public backend here, but the filter let it pass"
     );
+}
+
+#[test]
+fn requests_held_for_keys_are_capped_per_worker() {
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let key = KeyPair::generate("RS256", "key-1").unwrap();
+    let accounts = EchoBackend::start("accounts").unwrap();
+    let mut config: Value = serde_json::from_str(&auth_config(
+        "http://idp.test",
+        json!({"jwks_uri": {"cluster": "idp", "path": "/jwks"}}),
+    ))
+    .unwrap();
+    config["max_waiting_requests"] = json!(2);
+    let gateway = GatewayBuilder::new()
+        .filter(FilterSpec::new(
+            "auth",
+            paths::module("auth"),
+            &config.to_string(),
+        ))
+        .backend("accounts", accounts.address())
+        .cluster("idp", down)
+        .start()
+        .unwrap();
+    let token = key
+        .sign(&json!({"iss": "http://idp.test", "aud": AUDIENCE, "sub": "a", "exp": now() + 60}))
+        .unwrap();
+    let bearer = format!("Bearer {token}");
+
+    let answers: Vec<(u16, Duration)> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..12)
+            .map(|_| {
+                scope.spawn(|| {
+                    let started = std::time::Instant::now();
+                    let response = gateway
+                        .get("/accounts/1", &[("authorization", &bearer)])
+                        .unwrap();
+                    (response.status, started.elapsed())
+                })
+            })
+            .collect();
+        calls.into_iter().map(|call| call.join().unwrap()).collect()
+    });
+    assert!(
+        answers.iter().all(|(status, _)| *status == 503),
+        "{answers:?}"
+    );
+    let held = answers
+        .iter()
+        .filter(|(_, waited)| *waited >= Duration::from_millis(1000))
+        .count();
+    assert!(
+        (1..=4).contains(&held),
+        "at most two held per worker (two workers), the rest answered at once: {answers:?}"
+    );
+    assert_eq!(accounts.requests(), 0);
 }
 
 #[test]

@@ -47,7 +47,12 @@ pub fn decide_and_apply(
     let verdict = decide(
         &settings,
         request,
-        &Lookup(&state.providers),
+        &Lookup {
+            settings: &settings,
+            providers: &state.providers,
+            now_ms,
+            wait_ms: settings.key_wait_ms,
+        },
         &mut state.cache,
         now,
         refetch_allowed,

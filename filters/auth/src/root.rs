@@ -3,7 +3,7 @@
 
 use crate::apply::{decide_and_apply, respond, Applied};
 use crate::metrics::AuthMetrics;
-use crate::state::{SharedState, Stage, VmState};
+use crate::state::{attempt_key, mark_settled, SharedState, Stage, VmState};
 use crate::stream::AuthStream;
 use gatehouse_host::HostClock;
 use gatehouse_shared::auth::config::{KeySource, Remote};
@@ -36,10 +36,6 @@ fn loaded_key(provider: &str) -> String {
     format!("gatehouse.auth.{provider}.loaded_at")
 }
 
-fn attempt_key(provider: &str) -> String {
-    format!("gatehouse.auth.{provider}.attempt")
-}
-
 impl Context for AuthRoot {
     fn on_http_call_response(
         &mut self,
@@ -64,6 +60,7 @@ impl Context for AuthRoot {
                 }
             });
         let Some((name, stage)) = found else { return };
+        let last_stage = matches!(stage, Stage::Jwks(_));
         let status = self.get_http_call_response_header(":status");
         let body = if body_size <= MAX_JWKS_BYTES {
             self.get_http_call_response_body(0, body_size)
@@ -80,6 +77,9 @@ impl Context for AuthRoot {
                 status.unwrap_or("none (timeout or reset)")
             )),
         };
+        if outcome.is_err() || last_stage {
+            mark_settled(&name, HostClock.now_millis());
+        }
         if let Err(reason) = outcome {
             state.borrow().metrics.key_fetch_failures.add(1);
             warn!(
@@ -311,6 +311,7 @@ impl AuthRoot {
                 local.refetch_wanted = false;
             }
             if let Err(reason) = self.dispatch(state, &provider.name, &first.0, first.1) {
+                mark_settled(&provider.name, now_ms);
                 state.borrow().metrics.key_fetch_failures.add(1);
                 warn!(
                     "key set fetch not started provider={} reason={reason}",

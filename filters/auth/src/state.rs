@@ -3,7 +3,9 @@
 
 use crate::metrics::AuthMetrics;
 use gatehouse_shared::auth::config::Remote;
+use gatehouse_shared::auth::keys::{refetch_may_help, FetchTimes};
 use gatehouse_shared::auth::{AuthSettings, KeyLookup, ProviderKeys, TokenCache};
+use proxy_wasm::hostcalls;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -102,11 +104,61 @@ impl VmState {
     }
 }
 
+/// The shared-data key holding the last fetch attempt for a provider by any
+/// worker (ms since the epoch, little-endian); its compare-and-swap elects the
+/// worker that fetches.
+pub fn attempt_key(provider: &str) -> String {
+    format!("gatehouse.auth.{provider}.attempt")
+}
+
+/// The shared-data key holding when the last fetch for a provider ended.
+pub fn settled_key(provider: &str) -> String {
+    format!("gatehouse.auth.{provider}.settled")
+}
+
+/// A time (ms since the epoch) kept in shared data.
+pub fn shared_time(key: &str) -> Option<u64> {
+    match hostcalls::get_shared_data(key) {
+        Ok((Some(bytes), _)) => bytes.as_slice().try_into().ok().map(u64::from_le_bytes),
+        _ => None,
+    }
+}
+
+/// Notes in shared data that a fetch for `provider` ended.
+pub fn mark_settled(provider: &str, now_ms: u64) {
+    let _ = hostcalls::set_shared_data(&settled_key(provider), Some(&now_ms.to_le_bytes()), None);
+}
+
 /// The key sets as the decision sees them.
-pub struct Lookup<'a>(pub &'a BTreeMap<String, ProviderState>);
+pub struct Lookup<'a> {
+    pub settings: &'a AuthSettings,
+    pub providers: &'a BTreeMap<String, ProviderState>,
+    pub now_ms: u64,
+    /// The longest a request waits for keys.
+    pub wait_ms: u64,
+}
 
 impl KeyLookup for Lookup<'_> {
     fn keys(&self, provider: &str) -> Option<ProviderKeys> {
-        self.0.get(provider).and_then(|state| state.keys.clone())
+        self.providers
+            .get(provider)
+            .and_then(|state| state.keys.clone())
+    }
+
+    fn may_refetch(&self, provider: &str) -> bool {
+        let Some(settings) = self.settings.provider(provider) else {
+            return false;
+        };
+        // Only a token naming an unknown key gets here, so the shared-data reads
+        // are not on the path of ordinary requests.
+        let times = FetchTimes {
+            attempt_ms: shared_time(&attempt_key(provider)),
+            settled_ms: shared_time(&settled_key(provider)),
+            in_flight_here: self
+                .providers
+                .get(provider)
+                .is_some_and(|state| state.in_flight.is_some()),
+        };
+        refetch_may_help(settings, times, self.now_ms, self.wait_ms)
     }
 }

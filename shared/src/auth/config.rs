@@ -51,6 +51,8 @@ struct RawAuthConfig {
     token_cache_entries: usize,
     #[serde(default = "default_key_wait")]
     key_wait_ms: u64,
+    #[serde(default = "default_max_waiting")]
+    max_waiting_requests: usize,
     #[serde(default)]
     publish_claims: Vec<String>,
 }
@@ -65,6 +67,10 @@ fn default_cache_entries() -> usize {
 
 fn default_key_wait() -> u64 {
     2000
+}
+
+fn default_max_waiting() -> usize {
+    1024
 }
 
 /// What happens to a request no rule matches.
@@ -370,6 +376,9 @@ pub struct AuthSettings {
     pub identity: IdentityHeaders,
     pub token_cache_entries: usize,
     pub key_wait_ms: u64,
+    /// The most requests one VM holds while keys are fetched; beyond it a request
+    /// is answered at once (503 without keys, 401 `key_unknown` with them).
+    pub max_waiting_requests: usize,
     /// Claims of a verified token (dotted paths) published with the decision, for
     /// the rate limiter's claim keys.
     pub publish_claims: Vec<String>,
@@ -452,6 +461,12 @@ impl AuthSettings {
                 "must be between 1 and 30000",
             ));
         }
+        if !(1..=100_000).contains(&raw.max_waiting_requests) {
+            return Err(ConfigError::invalid(
+                "max_waiting_requests",
+                "must be between 1 and 100000",
+            ));
+        }
         Ok(Self {
             mode: raw.mode,
             unmatched: raw.unmatched,
@@ -462,6 +477,7 @@ impl AuthSettings {
             identity,
             token_cache_entries: raw.token_cache_entries,
             key_wait_ms: raw.key_wait_ms,
+            max_waiting_requests: raw.max_waiting_requests,
             publish_claims: check_claim_paths(raw.publish_claims)?,
         })
     }

@@ -127,6 +127,10 @@ pub struct ProviderKeys {
 pub trait KeyLookup {
     /// `None` while no key set has been loaded for the provider.
     fn keys(&self, provider: &str) -> Option<ProviderKeys>;
+    /// Whether fetching the provider's keys again could bring a key the loaded set
+    /// lacks (see [`super::keys::refetch_may_help`]); when not, such a token is
+    /// refused at once instead of waiting.
+    fn may_refetch(&self, provider: &str) -> bool;
 }
 
 /// The outcome for one request.
@@ -337,7 +341,9 @@ fn authenticate(
                     cache.insert(token, identity.clone(), valid_until, current.generation);
                     Authenticated::Identity(Some(identity))
                 }
-                Err(TokenError::UnknownKey) if refetch_allowed => {
+                Err(TokenError::UnknownKey)
+                    if refetch_allowed && keys.may_refetch(&provider.name) =>
+                {
                     Authenticated::Wait(Verdict::RefetchKeys {
                         provider: provider.name.clone(),
                     })

@@ -1,7 +1,7 @@
 //! Keeping providers' key sets: when to fetch, what to accept, and where a
 //! discovery document points.
 
-use super::config::{Provider, Remote};
+use super::config::{KeySource, Provider, Remote};
 
 /// How long a provider without any key set waits between fetch attempts, in ms.
 pub const BOOTSTRAP_RETRY_MS: u64 = 1000;
@@ -27,6 +27,44 @@ pub fn fetch_due(
         return true;
     }
     since >= provider.refresh_interval_seconds.saturating_mul(1000)
+}
+
+/// What a VM knows of a provider's fetches, for [`refetch_may_help`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FetchTimes {
+    /// The last attempt by any worker, ms since the epoch.
+    pub attempt_ms: Option<u64>,
+    /// When the last fetch by any worker ended (keys stored, or failed).
+    pub settled_ms: Option<u64>,
+    /// A fetch is in flight from this VM.
+    pub in_flight_here: bool,
+}
+
+/// Whether a token naming a key the loaded set lacks should wait for a refetch
+/// (otherwise it is refused at once as `key_unknown`). A refetch can help only a
+/// fetched set, and only while one is on its way (from this VM, or from another
+/// worker that has not settled it within the time a fetch can take) or when the
+/// cooldown since the last attempt ends within `wait_ms`, the longest a request
+/// waits for keys. Without this, every such token would hold its request for the
+/// whole wait and gain nothing: an easy way to tie up streams.
+pub fn refetch_may_help(provider: &Provider, times: FetchTimes, now_ms: u64, wait_ms: u64) -> bool {
+    let (remote, stages) = match &provider.source {
+        KeySource::Inline => return false,
+        KeySource::JwksUri(remote) => (remote, 1),
+        KeySource::Discovery(remote) => (remote, 2),
+    };
+    if times.in_flight_here {
+        return true;
+    }
+    let Some(attempt) = times.attempt_ms else {
+        return true;
+    };
+    let since = now_ms.saturating_sub(attempt);
+    if since.saturating_add(wait_ms) >= provider.refetch_cooldown_seconds.saturating_mul(1000) {
+        return true;
+    }
+    let unsettled = times.settled_ms.is_none_or(|settled| settled < attempt);
+    unsettled && since < remote.timeout_ms.saturating_mul(stages)
 }
 
 /// Where a discovery document says the key set is: fetched from the same cluster,
@@ -73,6 +111,58 @@ mod tests {
             path: "/.well-known/openid-configuration".into(),
             timeout_ms: 1000,
         }
+    }
+
+    fn provider(source: KeySource) -> Provider {
+        let mut provider = crate::auth::AuthSettings::from_json(
+            br#"{"providers":[{"name":"idp","issuer":"i","audiences":["a"],"algorithms":["RS256"],
+                "jwks_uri":{"cluster":"idp","path":"/jwks"}}],
+                "rules":[{"name":"all","path":{"prefix":"/"},"access":"public"}]}"#,
+        )
+        .unwrap()
+        .providers
+        .remove(0);
+        provider.source = source;
+        provider.refetch_cooldown_seconds = 30;
+        provider
+    }
+
+    #[test]
+    fn a_refetch_helps_only_a_fetched_set_in_flight_or_near_its_cooldown() {
+        let start = 1_000_000;
+        let wait = 2000;
+        let attempted = FetchTimes {
+            attempt_ms: Some(start),
+            ..FetchTimes::default()
+        };
+        let settled = FetchTimes {
+            settled_ms: Some(start + 40),
+            ..attempted
+        };
+        let here = FetchTimes {
+            in_flight_here: true,
+            ..settled
+        };
+        let helps = |provider: &Provider, times: FetchTimes, at: u64| {
+            refetch_may_help(provider, times, at, wait)
+        };
+        let inline = provider(KeySource::Inline);
+        assert!(!helps(&inline, here, start));
+        let jwks = provider(KeySource::JwksUri(remote()));
+        assert!(helps(&jwks, FetchTimes::default(), start), "never fetched");
+        assert!(helps(&jwks, attempted, start + 999), "in flight elsewhere");
+        assert!(!helps(&jwks, attempted, start + 1000), "timed out");
+        assert!(!helps(&jwks, settled, start + 50), "settled, in cooldown");
+        assert!(helps(&jwks, here, start + 50), "in flight here");
+        assert!(!helps(&jwks, settled, start + 27_999));
+        assert!(
+            helps(&jwks, settled, start + 28_000),
+            "cooldown ends within the wait"
+        );
+        assert!(helps(&jwks, settled, start + 30_000), "cooldown over");
+        let discovery = provider(KeySource::Discovery(remote()));
+        assert!(helps(&discovery, attempted, start + 1999), "two stages");
+        assert!(!helps(&discovery, attempted, start + 2000));
     }
 
     #[test]

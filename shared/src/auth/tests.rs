@@ -68,6 +68,21 @@ impl KeyLookup for Keys {
     fn keys(&self, _provider: &str) -> Option<ProviderKeys> {
         self.0.clone()
     }
+    fn may_refetch(&self, _provider: &str) -> bool {
+        true
+    }
+}
+
+/// Keys that a refetch cannot change now (inline, or within the cooldown).
+struct Settled(Keys);
+
+impl KeyLookup for Settled {
+    fn keys(&self, provider: &str) -> Option<ProviderKeys> {
+        self.0.keys(provider)
+    }
+    fn may_refetch(&self, _provider: &str) -> bool {
+        false
+    }
 }
 
 fn loaded(data: &Value, member: &str, generation: u64) -> Keys {
@@ -88,7 +103,7 @@ impl Fixture {
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
-        keys: &Keys,
+        keys: &dyn KeyLookup,
         refetch: bool,
     ) -> Verdict {
         let headers: Vec<(String, Vec<u8>)> = headers
@@ -403,6 +418,30 @@ fn keys_not_loaded_wait_and_unknown_kids_refetch_once() {
 }
 
 #[test]
+fn unknown_kids_are_refused_at_once_when_no_refetch_can_help() {
+    let fixture = fixture(Value::Null);
+    let rotated = format!("Bearer {}", fixture.token("rotated_key"));
+    let keys = Settled(loaded(&fixture.data, "jwks", 1));
+    let verdict = fixture.decide_with(
+        "GET",
+        "/accounts/1",
+        &[("authorization", &rotated)],
+        &keys,
+        true,
+    );
+    assert_eq!(summary(&verdict), "deny:401:key_unknown");
+    // Without any keys the request still waits: only a fetch can settle it.
+    let verdict = fixture.decide_with(
+        "GET",
+        "/accounts/1",
+        &[("authorization", &rotated)],
+        &Settled(Keys(None)),
+        true,
+    );
+    assert_eq!(summary(&verdict), "wait:idp");
+}
+
+#[test]
 fn cached_tokens_skip_verification_until_the_keys_change() {
     let fixture = fixture(Value::Null);
     let user = format!("Bearer {}", fixture.token("user"));
@@ -566,6 +605,7 @@ fn bad_configurations_are_refused_naming_the_field() {
             "identity_headers.signature.secret",
         ),
         (json!({"token_cache_entries": 0}), "token_cache_entries"),
+        (json!({"max_waiting_requests": 0}), "max_waiting_requests"),
     ];
     for (patch, path) in cases {
         let json = with(patch.clone());
