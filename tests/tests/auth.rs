@@ -902,4 +902,174 @@ mod hardening {
         assert_eq!(mac, hex, "a backend can check what the gateway asserted");
         assert!((timestamp.parse::<i64>().unwrap() - now()).abs() < 30);
     }
+
+    fn reason_of(gateway: &Gateway, response: &Response) -> String {
+        let id = response.header("x-correlation-id").unwrap();
+        gateway.records_for(id, 1)[0]["auth_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn a_token_header_api_keys_in_the_query_and_more_than_one_credential() {
+        let key = KeyPair::generate("ES256", "inline-1").unwrap();
+        let config = json!({
+            "credentials": {"bearer": true, "header": "x-access-token"},
+            "api_keys": {"query_parameter": "api_key", "keys": [
+                {"sha256": super::sha256_hex("demo-pro-key"), "consumer": "acme", "tier": "pro"}]},
+            "rules": [{"name": "any", "path": {"prefix": "/accounts/"}, "access": "authenticated"}],
+        });
+        let (gateway, accounts) = gateway_with(config, &key);
+        let token = token(&key, "alice", &["user"]);
+        let bearer = format!("Bearer {token}");
+
+        let by_header = gateway
+            .get("/accounts/1", &[("x-access-token", &token)])
+            .unwrap();
+        assert_eq!(by_header.status, 200, "{}", by_header.body);
+        assert_eq!(backend_headers(&by_header)["x-user-id"], "alice");
+        let by_query = gateway
+            .get("/accounts/1?api_key=demo-pro-key", &[])
+            .unwrap();
+        assert_eq!(by_query.status, 200, "{}", by_query.body);
+        let seen = backend_headers(&by_query);
+        assert_eq!(
+            (
+                seen["x-consumer-id"].as_str(),
+                seen["x-consumer-tier"].as_str()
+            ),
+            (Some("acme"), Some("pro"))
+        );
+        let wrong = gateway
+            .get("/accounts/1?api_key=demo-pro-kez", &[])
+            .unwrap();
+        assert_eq!(
+            (wrong.status, reason_of(&gateway, &wrong).as_str()),
+            (401, "api_key_unknown")
+        );
+        let served = accounts.requests();
+
+        for (headers, path) in [
+            (
+                vec![
+                    ("x-access-token", token.as_str()),
+                    ("authorization", bearer.as_str()),
+                ],
+                "/accounts/1",
+            ),
+            (
+                vec![("x-access-token", token.as_str())],
+                "/accounts/1?api_key=demo-pro-key",
+            ),
+            (
+                vec![("authorization", bearer.as_str())],
+                "/accounts/1?api_key=demo-pro-key",
+            ),
+        ] {
+            let response = gateway.get(path, &headers).unwrap();
+            assert_eq!(response.status, 401, "{path} {headers:?}");
+            assert_eq!(reason_of(&gateway, &response), "credential_multiple");
+        }
+
+        // Two Authorization headers, sent as such: Envoy hands the filter both
+        // lines, and the filter refuses the pair.
+        let raw = format!(
+            "GET /accounts/1 HTTP/1.1\r\nhost: gw\r\nauthorization: {bearer}\r\n\
+             authorization: {bearer}\r\nconnection: close\r\n\r\n"
+        );
+        let twice = gatehouse_tests::client::raw(gateway.address(), raw.as_bytes()).unwrap();
+        assert_eq!(twice.status, 401, "{twice:?}");
+        assert_eq!(reason_of(&gateway, &twice), "credential_multiple");
+        assert_eq!(
+            accounts.requests(),
+            served,
+            "no refused request reached the backend"
+        );
+    }
+
+    #[test]
+    fn roles_from_nested_claims_and_scopes_all_of_and_unmatched_allow() {
+        let key = KeyPair::generate("ES256", "inline-1").unwrap();
+        let accounts = EchoBackend::start("accounts").unwrap();
+        let provider = |name: &str, roles_claim: &str| {
+            json!({"name": name, "issuer": format!("https://{name}.test"), "audiences": [AUDIENCE],
+                   "algorithms": ["ES256"], "jwks": key.jwks, "roles_claim": roles_claim})
+        };
+        let config = json!({
+            "providers": [provider("realm", "realm_access.roles"), provider("groups", "groups"),
+                          provider("scopes", "scope")],
+            "rules": [{"name": "billing-admin", "path": {"prefix": "/accounts/billing/"},
+                       "access": "roles", "roles_all": ["admin", "billing"]}],
+            "unmatched": "allow",
+        });
+        let gateway = GatewayBuilder::new()
+            .filter(FilterSpec::new("audit", paths::module("audit"), "{}"))
+            .filter(FilterSpec::new(
+                "auth",
+                paths::module("auth"),
+                &config.to_string(),
+            ))
+            .backend("accounts", accounts.address())
+            .start()
+            .unwrap();
+        let sign = |issuer: &str, roles: Value| {
+            let mut claims = json!({"iss": format!("https://{issuer}.test"), "aud": AUDIENCE,
+                                    "sub": "dana", "exp": now() + 300});
+            match issuer {
+                "realm" => claims["realm_access"] = json!({"roles": roles}),
+                "groups" => claims["groups"] = roles,
+                _ => claims["scope"] = roles,
+            }
+            format!("Bearer {}", key.sign(&claims).unwrap())
+        };
+        let cases = [
+            (
+                sign("realm", json!(["admin", "billing"])),
+                200,
+                "admin,billing",
+            ),
+            (sign("realm", json!(["admin"])), 403, ""),
+            (
+                sign("groups", json!(["billing", "admin", "ops"])),
+                200,
+                "billing,admin,ops",
+            ),
+            (sign("groups", json!(["billing"])), 403, ""),
+            (sign("scopes", json!("admin billing")), 200, "admin,billing"),
+            (sign("scopes", json!("admin")), 403, ""),
+        ];
+        for (bearer, status, roles) in cases {
+            let response = gateway
+                .get("/accounts/billing/close", &[("authorization", &bearer)])
+                .unwrap();
+            assert_eq!(response.status, status, "{roles}: {}", response.body);
+            if status == 200 {
+                assert_eq!(backend_headers(&response)["x-user-role"], roles);
+            } else {
+                assert_eq!(reason_of(&gateway, &response), "role_missing");
+            }
+        }
+        // No rule matches: allowed without a credential, and with an invalid one
+        // it still passes, but asserts no identity.
+        let open = gateway
+            .get("/accounts/other", &[("x-user-id", "root")])
+            .unwrap();
+        assert_eq!(open.status, 200, "{}", open.body);
+        assert!(backend_headers(&open).get("x-user-id").is_none());
+        let bad = gateway
+            .get(
+                "/accounts/other",
+                &[
+                    ("authorization", "Bearer not.a.token"),
+                    ("x-user-id", "root"),
+                ],
+            )
+            .unwrap();
+        assert!(
+            backend_headers(&bad).get("x-user-id").is_none(),
+            "{}",
+            bad.body
+        );
+    }
 }

@@ -65,6 +65,11 @@ pub fn extract(
     if settings.credentials.bearer {
         for value in &authorization {
             let token = value.strip_prefix(b"Bearer ").ok_or_else(malformed)?;
+            // Envoy folds repeated `Authorization` lines into one value joined by
+            // commas; a token never holds one.
+            if token.contains(&b',') {
+                return Err(Denial::invalid_request("credential_multiple"));
+            }
             if token.is_empty() || token.iter().any(|byte| !byte.is_ascii_graphic()) {
                 return Err(malformed());
             }

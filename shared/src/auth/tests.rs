@@ -160,6 +160,7 @@ fn requests_get_the_documented_verdicts() {
     let fixture = fixture(Value::Null);
     let user = format!("Bearer {}", fixture.token("user"));
     let admin = format!("Bearer {}", fixture.token("admin"));
+    let folded = format!("{user},{admin}");
     let expired = format!("Bearer {}", fixture.token("expired"));
     let other_issuer = format!("Bearer {}", fixture.token("other_issuer"));
     type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
@@ -249,6 +250,14 @@ fn requests_get_the_documented_verdicts() {
             "GET",
             "/accounts/1",
             vec![("authorization", &user), ("authorization", &admin)],
+            "deny:401:credential_multiple",
+        ),
+        // The same two headers as Envoy hands them over: folded into one, joined by
+        // a comma (no token has one).
+        (
+            "GET",
+            "/accounts/1",
+            vec![("authorization", &folded)],
             "deny:401:credential_multiple",
         ),
         (

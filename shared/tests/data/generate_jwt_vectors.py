@@ -72,8 +72,13 @@ jwks = {"keys": [
 vectors = []
 
 
-def case(name, token, expect, keys="jwks"):
-    vectors.append({"name": name, "token": token, "expect": expect, "keys": keys})
+def case(name, token, expect, keys="jwks", flips=None):
+    """`flips`, for a verdict that changes with the clock: (time, verdict), the
+    verdict at any time after `time` (the vectors' verdicts hold at NOW)."""
+    vector = {"name": name, "token": token, "expect": expect, "keys": keys}
+    if flips:
+        vector["flips"] = {"after": flips[0], "expect": flips[1]}
+    vectors.append(vector)
 
 
 def signed(alg, key, body=None, header=None):
@@ -158,7 +163,12 @@ for label, material in [("PEM", pem), ("DER", der)]:
     mac = hmac.HMAC(material, hashes.SHA256())
     mac.update(signing_input)
     case(f"HS256 keyed with the RSA public key ({label})", signing_input.decode() + "." + b64(mac.finalize()), "algorithm_not_allowed")
-    case(f"HS256 keyed with the RSA public key ({label}), HMAC provider", signing_input.decode() + "." + b64(b"\0" * 32), "key_unknown", keys="secret")
+    # The same trick against a provider that does hold a shared secret: the MAC
+    # keyed with the public key is not the secret's.
+    hs_input = (b64(json.dumps({"alg": "HS256"}).encode()) + "." + b64(json.dumps(claims()).encode())).encode()
+    hs_mac = hmac.HMAC(material, hashes.SHA256())
+    hs_mac.update(hs_input)
+    case(f"HS256 keyed with the RSA public key ({label}), HMAC provider", hs_input.decode() + "." + b64(hs_mac.finalize()), "signature_invalid", keys="secret")
 
 case("ES256 header naming the RSA key", raw({"alg": "ES256", "kid": "rsa-1"}, claims(), b"\1" * 64), "key_algorithm_mismatch")
 case("RS256 header naming the EC key", raw({"alg": "RS256", "kid": "ec-256"}, claims(), b"\1" * 256), "key_algorithm_mismatch")
@@ -186,6 +196,53 @@ for member in ["jwk", "jku", "x5u", "x5c"]:
     case(f"{member} header with the attacker's key is ignored",
          rsa_sign({"alg": "RS256", "kid": "rsa-1", member: extra}, claims(), key=attacker), "signature_invalid")
     case(f"{member} header on a good token is ignored", rsa_sign({"alg": "RS256", "kid": "rsa-1", member: extra}, claims()), "ok")
+
+# Claims, in tokens validly signed by pyca/cryptography (raw JSON, so that wrong
+# types and out-of-range numbers are exactly as written). The provider: clock skew
+# 60 s, maximum lifetime 3600 s, `sub` required.
+def claims_case(name, payload, expect, flips=None):
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    case(name, rsa_sign_raw(p_head, text.encode()), expect, flips=flips)
+
+
+def without(name, **extra):
+    body = claims(**extra)
+    del body[name]
+    return body
+
+
+claims_case("exp at the skew boundary", claims(iat=NOW - 600, exp=NOW - 60), "ok", flips=(NOW, "token_expired"))
+claims_case("exp one second past the skew", claims(iat=NOW - 600, exp=NOW - 61), "token_expired")
+claims_case("exp missing", without("exp"), "claim_missing")
+claims_case("exp null", claims(exp=None), "claims_malformed")
+claims_case("exp as a string", claims(exp=str(NOW + 600)), "claims_malformed")
+claims_case("exp as a float", claims(exp=NOW + 600.5), "claims_malformed")
+claims_case("exp as a whole float", claims(exp=float(NOW + 600)), "claims_malformed")
+claims_case("exp negative", claims(iat=-100, exp=-1), "token_expired")
+claims_case("exp huge (i64 max)", claims(exp=9223372036854775807), "token_lifetime_too_long")
+claims_case("exp past any integer", '{"iss":"%s","aud":"%s","sub":"client-1","exp":99999999999999999999}' % (ISSUER, AUDIENCE), "claims_malformed")
+claims_case("nbf at the skew boundary", claims(nbf=NOW + 60), "ok")
+claims_case("nbf one second past the skew", claims(nbf=NOW + 61), "token_not_yet_valid", flips=(NOW, "ok"))
+claims_case("nbf an hour ahead", claims(nbf=NOW + 3600), "token_not_yet_valid")
+claims_case("nbf as a string", claims(nbf=str(NOW - 10)), "claims_malformed")
+claims_case("iat at the skew boundary", claims(iat=NOW + 60), "ok")
+claims_case("iat one second past the skew", claims(iat=NOW + 61), "token_issued_in_future", flips=(NOW, "ok"))
+claims_case("iat an hour ahead", claims(iat=NOW + 3600, exp=NOW + 3700), "token_issued_in_future")
+claims_case("lifetime at the maximum", claims(iat=NOW - 10, exp=NOW + 3590), "ok")
+claims_case("lifetime one second over the maximum", claims(iat=NOW - 10, exp=NOW + 3591), "token_lifetime_too_long")
+claims_case("lifetime over the maximum without iat", without("iat", exp=NOW + 3601), "token_lifetime_too_long", flips=(NOW, "ok"))
+claims_case("issuer in another case", claims(iss=ISSUER.upper()), "issuer_mismatch")
+claims_case("issuer with a trailing slash", claims(iss=ISSUER + "/"), "issuer_mismatch")
+claims_case("issuer as an array", claims(iss=[ISSUER]), "issuer_mismatch")
+claims_case("issuer missing", without("iss"), "claim_missing")
+claims_case("audience in another case", claims(aud=AUDIENCE.upper()), "audience_mismatch")
+claims_case("audience with a trailing slash", claims(aud=AUDIENCE + "/"), "audience_mismatch")
+claims_case("audience as a number", claims(aud=7), "audience_mismatch")
+claims_case("audience list with a number", claims(aud=[AUDIENCE, 7]), "audience_mismatch")
+claims_case("audience list without ours", claims(aud=["https://other.example"]), "audience_mismatch")
+claims_case("audience list with ours", claims(aud=["https://other.example", AUDIENCE]), "ok")
+claims_case("audience missing", without("aud"), "claim_missing")
+claims_case("required sub missing", without("sub"), "claim_missing")
 
 # Tokens for the auth decision tests.
 rotated_key = jwk.RSAKey.generate_key(2048, parameters={"kid": "rsa-2"})
