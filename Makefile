@@ -135,7 +135,7 @@ validate: envoy build certs
 	cargo run --quiet -p gatehouse-tests --bin gatehouse-demo -- --prepare
 	for config in $(ENVOY_CONFIGS); do $(ENVOY) --mode validate -c $$config -l warn; done
 
-integration: tools build
+integration: tools build certs
 	GATEHOUSE_TEST_MODULES=$(abspath $(WASM_OUT)) cargo test -p gatehouse-tests -- --test-threads 4
 
 ## demo: build, then run the demo gateway in the foreground (Ctrl-C stops it)

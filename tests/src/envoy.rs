@@ -429,11 +429,12 @@ impl Gateway {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// A metric's value from the admin's Prometheus endpoint (0 when absent).
+    /// A metric's value from the admin's Prometheus endpoint. Filters define their
+    /// metrics when configured, so a name the page lacks is an error (a misspelt
+    /// name must not read as zero).
     pub fn metric(&self, name: &str) -> Result<f64> {
         let page = client::get(&self.admin_url("/stats/prometheus"), &[])?;
-        Ok(page
-            .body
+        page.body
             .lines()
             .filter(|line| !line.starts_with('#'))
             .find_map(|line| {
@@ -441,7 +442,7 @@ impl Gateway {
                 let key = key.split('{').next()?;
                 (key == name).then(|| value.parse::<f64>().ok()).flatten()
             })
-            .unwrap_or(0.0))
+            .ok_or_else(|| HarnessError(format!("no metric {name} on the admin's page")))
     }
 
     /// A metric's value once it equals `expected`, or its last value after two
