@@ -164,6 +164,82 @@ fn explain_walks_a_request_through_the_demo_chain() {
 }
 
 #[test]
+fn explain_checks_a_token_against_a_given_key_set_at_a_given_time() {
+    // Tokens and keys made by joserfc (shared/tests/data/generate_jwt_vectors.py),
+    // valid at the vectors' fixed time.
+    let vectors: Value = serde_json::from_slice(
+        &std::fs::read(root().join("shared/tests/data/jwt_vectors.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = scratch("explain-token");
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, vectors["jwks"].to_string()).unwrap();
+    let auth = dir.join("auth.json");
+    let config = serde_json::json!({
+        "providers": [{"name": "idp", "issuer": vectors["issuer"], "audiences": [vectors["audience"]],
+                       "algorithms": ["RS256"], "jwks_uri": {"cluster": "idp", "path": "/jwks"}}],
+        "rules": [
+            {"name": "close-account", "methods": ["POST"], "path": {"exact": "/accounts/close"},
+             "access": "roles", "roles_any": ["admin"]},
+            {"name": "accounts", "path": {"prefix": "/accounts/"}, "access": "authenticated"},
+        ],
+    });
+    std::fs::write(&auth, config.to_string()).unwrap();
+    let at = "2026-12-03T16:13:29Z"; // the vectors' time, 1796314409
+    let explain = |token: &str, extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--auth",
+            auth.to_str().unwrap(),
+            "--method",
+            "POST",
+            "--path",
+            "/accounts/close",
+            "--token",
+            token,
+        ];
+        args.extend_from_slice(extra);
+        let output = gatehouse(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout(&output)
+    };
+    let with_keys = ["--jwks", &format!("idp={}", jwks.display()), "--at", at];
+    let token = |name: &str| vectors["tokens"][name].as_str().unwrap().to_string();
+
+    let admin = explain(&token("admin"), &with_keys);
+    assert!(
+        admin.contains("auth: rule close-account -> allowed: consumer root"),
+        "{admin}"
+    );
+    let user = explain(&token("user"), &with_keys);
+    assert!(
+        user.contains("auth: rule close-account -> 403 insufficient_scope (role_missing)"),
+        "{user}"
+    );
+    let expired = explain(&token("expired"), &with_keys);
+    assert!(expired.contains("(token_expired)"), "{expired}");
+    let later = explain(
+        &token("admin"),
+        &[
+            "--jwks",
+            &format!("idp={}", jwks.display()),
+            "--at",
+            "2026-12-03T17:13:29Z",
+        ],
+    );
+    assert!(later.contains("(token_expired)"), "an hour later: {later}");
+    let without_keys = explain(&token("admin"), &[]);
+    assert!(
+        without_keys.contains("whose keys are fetched at run time; pass --jwks idp=FILE"),
+        "{without_keys}"
+    );
+}
+
+#[test]
 fn oci_layouts_carry_the_module_with_the_right_media_types_and_digests() {
     let dir = scratch("oci");
     let module = dir.join("filter.wasm");

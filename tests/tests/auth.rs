@@ -454,6 +454,39 @@ fn key_set_server_failures_keep_the_last_good_keys() {
         .metric("gatehouse_auth_key_fetch_failures_total")
         .unwrap();
     assert!(failures >= 2.0, "failures counted: {failures}");
+
+    // The server gone altogether (connections refused): the same.
+    let Scene {
+        key: _key,
+        keys,
+        accounts: _accounts,
+        gateway,
+        ..
+    } = scene;
+    let issuer = keys.issuer();
+    drop(keys);
+    std::thread::sleep(Duration::from_millis(1100)); // past the refetch cooldown
+    let stranger = KeyPair::generate("ES256", "after-the-server-went").unwrap();
+    let claims = json!({"iss": issuer, "aud": AUDIENCE, "sub": "eve", "exp": now() + 300});
+    let token = format!("Bearer {}", stranger.sign(&claims).unwrap());
+    let response = gateway
+        .get("/accounts/1", &[("authorization", &token)])
+        .unwrap();
+    assert_eq!(response.status, 401, "{}", response.body);
+    let more = wait_for(Duration::from_secs(5), || {
+        let now = gateway
+            .metric("gatehouse_auth_key_fetch_failures_total")
+            .ok()?;
+        (now > failures).then_some(now)
+    });
+    assert!(
+        more.is_some(),
+        "the refused connection counted as a failure"
+    );
+    let response = gateway
+        .get("/accounts/1", &[("authorization", &bearer)])
+        .unwrap();
+    assert_eq!(response.status, 200, "the last good keys still serve");
 }
 
 #[test]

@@ -1212,6 +1212,55 @@ fn tiers_after_auth_and_an_edge_limit_before_it_with_the_same_module_twice() {
     assert_eq!(scene.metric(&name, 2.0), 2.0, "{name}");
 }
 
+#[test]
+fn the_headers_describe_the_limit_closest_to_exhaustion_across_limits_and_instances() {
+    let key = |key: &str, consumer: &str, tier: &str| json!({"sha256": sha256_hex(key), "consumer": consumer, "tier": tier});
+    let auth = json!({
+        "api_keys": {"header": "x-api-key", "keys": [
+            key("pro-key", "pro", "pro"), key("big-key", "big", "enterprise")]},
+        "rules": [{"name": "all", "path": {"prefix": "/"}, "access": "authenticated"}],
+    });
+    // Two limits in the edge instance: the address's 10 and a path's 30.
+    let mut path_limit = limit("items", header_key("x-api-key"), 30, 60);
+    path_limit["match"] = json!({"path": {"prefix": "/accounts/"}});
+    let edge = json!({
+        "name": "edge",
+        "response_headers": "always",
+        "limits": [path_limit, limit("per-address", client_address(), 10, 60)],
+    });
+    let tiers = json!({
+        "name": "tiers",
+        "response_headers": "always",
+        "limits": [{
+            "name": "per-consumer",
+            "key": {"kind": "consumer"},
+            "tiers": {"pro": {"requests": 4, "window_seconds": 60},
+                      "enterprise": {"requests": 100, "window_seconds": 60},
+                      "default": {"requests": 1, "window_seconds": 60}},
+        }],
+    });
+    let scene = setup(vec![
+        ratelimit("ratelimit-edge", &edge),
+        FilterSpec::new("auth", paths::module("auth"), &auth.to_string()),
+        ratelimit("ratelimit-tiers", &tiers),
+    ]);
+    let mut connection = scene.connection();
+    let mut call = |key: &str| {
+        connection
+            .get("/accounts/item", &[("x-api-key", key)])
+            .unwrap()
+    };
+    // pro: its plan (4) is closer than the address (10) or the path limit (30).
+    assert_allowed(&call("pro-key"), "per-consumer", 4, 60, 3, 1..=66);
+    assert_allowed(&call("pro-key"), "per-consumer", 4, 60, 2, 1..=66);
+    // enterprise: 100 in its plan, 7 then 6 left at the address (which two pro
+    // requests used), 29 and 28 in the path limit: the address is closest.
+    assert_allowed(&call("big-key"), "per-address", 10, 60, 7, 1..=66);
+    assert_allowed(&call("big-key"), "per-address", 10, 60, 6, 1..=66);
+    // pro again: 1 left in its plan against 5 at the address.
+    assert_allowed(&call("pro-key"), "per-consumer", 4, 60, 1, 1..=66);
+}
+
 // ---------------------------------------------------------------------------------
 // 10. Bad configurations
 

@@ -477,6 +477,81 @@ fn sticky_users_keep_their_backend_over_connections_both_workers_and_a_restart()
     );
 }
 
+#[test]
+fn sticky_by_cookie_and_by_client_address_behind_one_trusted_hop() {
+    const CONNECTIONS: usize = 8;
+    let by_cookie = with(
+        orders(50, 50),
+        json!({"sticky": {"kind": "cookie", "name": "session"}}),
+    );
+    let mut by_address = with(
+        orders(50, 50),
+        json!({"sticky": {"kind": "client_address"}}),
+    );
+    by_address["name"] = json!("by-address");
+    by_address["match"] = json!({"path": {"prefix": "/api/v2/orders"}});
+    let mut sticky = config(vec![by_cookie, by_address]);
+    sticky["trusted_proxy_hops"] = json!(1);
+    let scene = scene(vec![traffic(&sticky)]);
+
+    // Each caller sends one request on each of 8 connections (both workers).
+    let check = |path: &str, header: &str, values: Vec<String>| {
+        let requests: Vec<RawRequest> = values
+            .iter()
+            .flat_map(|value| {
+                std::iter::repeat_n(RawRequest::get(path, &[(header, value)]), CONNECTIONS)
+            })
+            .collect();
+        let answers = send_each(scene.gateway.address(), CONNECTIONS, &requests);
+        let mut placed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (request, answer) in requests.iter().zip(&answers) {
+            assert_eq!(answer.status, 200, "{answer:?}");
+            placed
+                .entry(request.headers[0].1.clone())
+                .or_default()
+                .insert(backend_of(answer));
+        }
+        let placed = single(&placed);
+        let on_v2 = placed
+            .values()
+            .filter(|backend| *backend == "orders-v2")
+            .count();
+        // 50/50 over 100 callers: 50 with a standard deviation of 5.
+        assert!(
+            (25..=75).contains(&on_v2),
+            "{path}: {on_v2} of 100 on orders-v2"
+        );
+    };
+    check(
+        ORDERS,
+        "cookie",
+        (0..100)
+            .map(|n| format!("theme=dark; session=s-{n}; lang=en"))
+            .collect(),
+    );
+    // The rightmost forwarded entry is the client; entries left of it (which a
+    // client can write) change nothing.
+    check(
+        "/api/v2/orders/7",
+        "x-forwarded-for",
+        (0..100)
+            .map(|n| format!("198.51.100.{}, 203.0.113.{n}", n % 7))
+            .collect(),
+    );
+    let spoofed: BTreeSet<String> = (0..20)
+        .map(|n| {
+            let chain = format!("198.51.100.{n}, 203.0.113.9");
+            let mut connection = scene.connection();
+            backend_of(
+                &connection
+                    .get("/api/v2/orders/7", &[("x-forwarded-for", &chain)])
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(spoofed.len(), 1, "one client, one target: {spoofed:?}");
+}
+
 // ---------------------------------------------------------------------------------
 // 3. Monotone ramp
 
@@ -1081,6 +1156,65 @@ fn the_breaker_opens_after_consecutive_failures_answers_without_the_backend_and_
             "{name}"
         );
     }
+}
+
+#[test]
+fn the_breaker_opens_on_the_failure_rate_only_past_its_threshold_and_minimum() {
+    let breaker = config(vec![with_target(
+        orders(0, 100),
+        "orders-v2",
+        json!({"circuit_breaker": {
+            "failure_percent": 40,
+            "window_seconds": 10,
+            "min_requests": 10,
+            "open_seconds": 2,
+        }}),
+    )]);
+    let scene = scene(vec![audit(), traffic(&breaker)]);
+    let mut connection = scene.connection();
+    let ok = |connection: &mut Connection| {
+        let answer = connection.get(ORDERS, &[]).unwrap();
+        assert_eq!(answer.status, 200, "{answer:?}");
+    };
+    let fail = |connection: &mut Connection| {
+        let answer = connection.get(ORDERS, &[("x-echo-status", "500")]).unwrap();
+        assert_eq!(answer.status, 500, "the backend's own answer: {answer:?}");
+    };
+
+    // Never two failures in a row: only the rate can open it. After nine answers
+    // 4 failed (44%, but under the minimum of 10 answers): still closed, so the
+    // tenth reaches the backend.
+    for failing in [false, true, false, true, false, true, false, false, true] {
+        if failing {
+            fail(&mut connection);
+        } else {
+            ok(&mut connection);
+        }
+    }
+    std::thread::sleep(TICK_GRACE);
+    ok(&mut connection);
+    // 4 of 10: exactly 40%, not over it: still closed, the eleventh gets through.
+    std::thread::sleep(TICK_GRACE);
+    fail(&mut connection);
+    assert_eq!(
+        scene.v2.requests(),
+        11,
+        "closed under the minimum and at 40%"
+    );
+
+    // 5 of 11 is over 40%. The rate is checked on the tick.
+    std::thread::sleep(TICK_GRACE);
+    let before = scene.v2.requests();
+    for _ in 0..5 {
+        assert_breaker_answer(&connection.get(ORDERS, &[]).unwrap());
+    }
+    assert_eq!(
+        scene.v2.requests(),
+        before,
+        "open: the backend is left alone"
+    );
+    let opened = counter("orders", "orders-v2", "breaker_opened");
+    assert_eq!(scene.gateway.settled_metric(&opened, 1.0).unwrap(), 1.0);
 }
 
 // ---------------------------------------------------------------------------------
