@@ -276,6 +276,79 @@ fn exactly_the_limit_passes(algorithm: &str) {
     assert_eq!(scene.metric(&limited, 2700.0), 2700.0, "{limited}");
 }
 
+/// With one compare-and-swap attempt, two workers counting one key collide now and
+/// then; every request is still accounted for exactly once, as counted or as
+/// contention, and `on_contention` decides what a collided request gets.
+fn contention_is_counted_and_handled(on_contention: &str) {
+    const BATCH: u64 = 4000;
+    let config = json!({
+        "name": "busy",
+        "cas_retries": 1,
+        "on_contention": on_contention,
+        "limits": [limit("one-key", header_key("x-k"), 1_000_000_000, 60)],
+    });
+    let scene = setup(vec![ratelimit("ratelimit", &config)]);
+    let allowed = counter("busy", "one-key", "default", "allowed");
+    let contention = counter("busy", "one-key", "default", "contention");
+    let mut sent = 0;
+    let mut collided = 0.0;
+    // Collisions are likely in every batch (two workers on two cores); a few
+    // batches make a run without any practically impossible.
+    for _ in 0..5 {
+        let tally = http1::send_all(scene.gateway.address(), 32, BATCH, |_| {
+            RawRequest::get("/accounts/item", &[("x-k", "shared")])
+        });
+        assert_clean(&tally);
+        sent += BATCH;
+        // Every request once: counted, or collided (the counts arrive on the tick).
+        let settled = wait_for(Duration::from_secs(3), || {
+            let counted = scene.gateway.metric(&allowed).ok()?;
+            let lost = scene.gateway.metric(&contention).ok()?;
+            ((counted + lost) as u64 == sent).then_some((counted, lost))
+        });
+        let (counted, lost) = settled.unwrap_or_else(|| {
+            panic!(
+                "allowed {:?} + contention {:?} != {sent}",
+                scene.gateway.metric(&allowed),
+                scene.gateway.metric(&contention)
+            )
+        });
+        if on_contention == "deny" {
+            assert_eq!(
+                tally.count(429) as f64,
+                lost - collided,
+                "{:?}",
+                tally.statuses
+            );
+        } else {
+            assert_eq!(tally.count(200), BATCH, "{:?}", tally.statuses);
+        }
+        assert_eq!(
+            scene.backend.requests() as f64,
+            counted + if on_contention == "deny" { 0.0 } else { lost },
+            "collided requests pass only when the policy allows it"
+        );
+        collided = lost;
+        if collided > 0.0 {
+            break;
+        }
+    }
+    assert!(
+        collided > 0.0,
+        "no collision in {sent} requests on two workers"
+    );
+}
+
+#[test]
+fn contention_lets_requests_through_uncounted_when_allowed() {
+    contention_is_counted_and_handled("allow");
+}
+
+#[test]
+fn contention_refuses_requests_when_denied() {
+    contention_is_counted_and_handled("deny");
+}
+
 #[test]
 fn sliding_window_admits_exactly_the_limit_under_concurrency_on_two_workers() {
     exactly_the_limit_passes("sliding_window");
