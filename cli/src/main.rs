@@ -1,7 +1,8 @@
 //! `gatehouse`: the filters' configurations as code, without a proxy.
 //!
 //! - `gatehouse check <filter> <config.json>...` validates exactly as the filter
-//!   does and prints each problem with the path of the field (exit 1 if any fails).
+//!   does and prints its problem with the path of the field, then every other
+//!   structural problem the schema finds (exit 1 if any file fails).
 //! - `gatehouse explain [configurations] [request]` says which rule, limit and
 //!   target apply to a described request and what each filter would decide.
 //! - `gatehouse schema <filter>` prints the JSON Schema of a filter's configuration.
@@ -10,6 +11,7 @@
 
 mod explain;
 mod oci;
+mod structure;
 
 use std::process::ExitCode;
 
@@ -59,6 +61,11 @@ fn check(filter: &str, files: &[String]) -> ExitCode {
             Err(problem) => {
                 failed = true;
                 println!("refused {file}: {problem}");
+                // The filter stops at its first problem: list the structural ones
+                // it did not reach, against its schema.
+                for other in further_problems(filter, file, &problem) {
+                    println!("        {file}: {}: {}", other.path, other.message);
+                }
             }
         }
     }
@@ -69,16 +76,42 @@ fn check(filter: &str, files: &[String]) -> ExitCode {
     }
 }
 
-fn schema(filter: &str) -> ExitCode {
-    let schema = match module_of(filter) {
+/// The schema of a filter's configuration, if it is one of the four.
+fn schema_of(filter: &str) -> Option<serde_json::Value> {
+    Some(match module_of(filter) {
         "audit" => gatehouse_shared::audit::AuditSettings::json_schema(),
         "auth" => gatehouse_shared::auth::AuthSettings::json_schema(),
         "ratelimit" => gatehouse_shared::ratelimit::RateLimitSettings::json_schema(),
         "traffic" => gatehouse_shared::traffic::TrafficSettings::json_schema(),
-        other => {
-            eprintln!("unknown filter {other:?} (audit, auth, ratelimit, traffic)");
-            return ExitCode::from(2);
-        }
+        _ => return None,
+    })
+}
+
+/// Structural problems of a refused file beyond the one the filter reported (the
+/// same field is not listed twice).
+fn further_problems(filter: &str, file: &str, reported: &str) -> Vec<structure::Problem> {
+    let Some(schema) = schema_of(filter) else {
+        return Vec::new();
+    };
+    let Some(value) = std::fs::read(file)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+    else {
+        return Vec::new();
+    };
+    structure::problems(&schema, &value)
+        .into_iter()
+        .filter(|problem| !reported.starts_with(&format!("{}:", problem.path)))
+        .collect()
+}
+
+fn schema(filter: &str) -> ExitCode {
+    let Some(schema) = schema_of(filter) else {
+        eprintln!(
+            "unknown filter {:?} (audit, auth, ratelimit, traffic)",
+            module_of(filter)
+        );
+        return ExitCode::from(2);
     };
     match serde_json::to_string_pretty(&schema) {
         Ok(text) => {

@@ -76,6 +76,36 @@ fn check_accepts_the_shipped_configurations_and_names_the_bad_field() {
         "{}",
         stdout(&typo_out)
     );
+    assert_eq!(
+        stdout(&typo_out)
+            .lines()
+            .filter(|line| line.contains("max_lenght"))
+            .count(),
+        1,
+        "the filter's problem is not listed twice"
+    );
+
+    // The filter stops at its first problem; the schema lists the others.
+    let many = dir.join("ratelimit.json");
+    std::fs::write(
+        &many,
+        r#"{"name": 5, "extra": true, "limits": [
+            {"name": "a", "key": {"kind": "nope"}, "tiers": {"default": {"requests": "5", "window_seconds": 60}}},
+            {"key": {"kind": "client_address"}, "tiers": {}}]}"#,
+    )
+    .unwrap();
+    let many_out = gatehouse(&["check", "ratelimit", many.to_str().unwrap()]);
+    assert_eq!(many_out.status.code(), Some(1));
+    let text = stdout(&many_out);
+    for expected in [
+        "name: invalid type: integer `5`, expected a string",
+        "extra: unknown field",
+        "limits[0].key.kind: must be one of \"client_address\"",
+        "limits[0].tiers.default.requests: expected integer, found a string",
+        "limits[1].name: is required",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
     let missing = gatehouse(&["check", "auth", "no/such/file.json"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(stdout(&missing).contains("cannot read"));
