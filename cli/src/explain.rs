@@ -3,7 +3,8 @@
 //! own decision code, an in-memory store for the counters and a fixed clock.
 
 use gatehouse_shared::auth::{
-    decide as auth_decide, AuthSettings, KeyLookup, ProviderKeys, RequestView, TokenCache, Verdict,
+    decide as auth_decide, AuthSettings, KeyLookup, KeyWait, ProviderKeys, RequestView, TokenCache,
+    Verdict,
 };
 use gatehouse_shared::host::{millis_since_epoch, MemoryStore};
 use gatehouse_shared::jwt::{parse_jwks, KeySet};
@@ -294,7 +295,7 @@ fn one_request(setup: &Setup, cache: &mut TokenCache, index: u32, out: &mut Stri
             headers: &setup.headers,
         };
         let now_s = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
-        let verdict = auth_decide(auth, request, &keys, cache, now_s, false);
+        let verdict = auth_decide(auth, request, &keys, cache, now_s, KeyWait::Keys);
         match verdict {
             Verdict::Allow { rule, identity, .. } => match &identity {
                 Some(identity) => {

@@ -99,9 +99,25 @@ fn further_problems(filter: &str, file: &str, reported: &str) -> Vec<structure::
     else {
         return Vec::new();
     };
+    // The filter says `path: message`, `.` for the top, and names a missing or
+    // unknown member in backquotes; the schema names that member's own path.
+    let (path, message) = reported.split_once(": ").unwrap_or(("", reported));
+    let path = if path == "." { "" } else { path };
+    let named = message.split('`').nth(1).map(|name| {
+        if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        }
+    });
+    let top = if path.is_empty() {
+        "(the configuration)"
+    } else {
+        path
+    };
     structure::problems(&schema, &value)
         .into_iter()
-        .filter(|problem| !reported.starts_with(&format!("{}:", problem.path)))
+        .filter(|problem| problem.path != top && Some(&problem.path) != named.as_ref())
         .collect()
 }
 

@@ -230,20 +230,25 @@ fn alternatives(
         found.extend(tagged);
         return;
     }
-    let mut best: Option<Vec<Problem>> = None;
+    // The closest branch: one whose type the value has comes before one it does
+    // not (an optional object with problems is judged as an object, not as a
+    // wrong null), then the one with the fewest problems.
+    let mut best: Option<(bool, Vec<Problem>)> = None;
     for branch in branches {
         let mut branch_found = Vec::new();
         walk(root, branch, value, path, &mut branch_found, depth + 1);
         if branch_found.is_empty() {
             return;
         }
-        if best
-            .as_ref()
-            .is_none_or(|best| branch_found.len() < best.len())
-        {
-            best = Some(branch_found);
+        let wrong_type = !admits_type(root, branch, value);
+        let closer = best.as_ref().is_none_or(|(best_wrong, best_found)| {
+            (wrong_type, branch_found.len()) < (*best_wrong, best_found.len())
+        });
+        if closer {
+            best = Some((wrong_type, branch_found));
         }
     }
+    let best = best.map(|(_, found)| found);
     let constants: Vec<Value> = branches
         .iter()
         .filter_map(|branch| branch.get("const").cloned())
@@ -302,6 +307,26 @@ fn tagged_union(
                 },
             }])
         }
+    }
+}
+
+/// Whether a branch's own `type` (through a `$ref`) admits the value's type; a
+/// branch without one admits any.
+fn admits_type(root: &Value, branch: &Value, value: &Value) -> bool {
+    let branch = match branch.get("$ref").and_then(Value::as_str) {
+        Some(reference) => match resolve(root, reference) {
+            Some(target) => target,
+            None => return true,
+        },
+        None => branch,
+    };
+    match branch.get("type") {
+        Some(Value::String(name)) => has_type(value, name),
+        Some(Value::Array(names)) => names
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|name| has_type(value, name)),
+        _ => true,
     }
 }
 
@@ -380,6 +405,21 @@ mod tests {
             .find(|problem| problem.path == "on_contention")
             .unwrap();
         assert_eq!(contention.message, r#"must be one of "allow", "deny""#);
+    }
+
+    #[test]
+    fn an_optional_object_with_problems_is_judged_as_an_object() {
+        let schema = gatehouse_shared::auth::AuthSettings::json_schema();
+        let config = json!({"rules": [{"name": "r", "path": {"prefix": "/"}, "access": "public"}],
+                            "api_keys": {"header": 5, "kees": []}});
+        let found = problems(&schema, &config);
+        let paths: Vec<&str> = found.iter().map(|problem| problem.path.as_str()).collect();
+        assert!(paths.contains(&"api_keys.kees"), "{found:#?}");
+        assert!(paths.contains(&"api_keys.header"), "{found:#?}");
+        assert!(
+            !found.iter().any(|problem| problem.path == "api_keys"),
+            "not a wrong null: {found:#?}"
+        );
     }
 
     #[test]

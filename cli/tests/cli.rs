@@ -106,6 +106,39 @@ fn check_accepts_the_shipped_configurations_and_names_the_bad_field() {
     ] {
         assert!(text.contains(expected), "{expected}: {text}");
     }
+    // An optional section with problems is judged as what it is, and a member
+    // the filter already named is not listed again.
+    let optional = dir.join("auth.json");
+    std::fs::write(&optional, r#"{"api_keys": {"header": 5, "kees": []}}"#).unwrap();
+    let optional_out = stdout(&gatehouse(&["check", "auth", optional.to_str().unwrap()]));
+    for expected in [
+        ": api_keys.header: invalid type: integer `5`, expected a string",
+        "api_keys.kees: unknown field",
+        "api_keys.keys: is required",
+        "rules: is required",
+    ] {
+        assert!(
+            optional_out.contains(expected),
+            "{expected}: {optional_out}"
+        );
+    }
+    assert_eq!(
+        optional_out.matches("api_keys.header").count(),
+        1,
+        "{optional_out}"
+    );
+    assert!(!optional_out.contains("expected null"), "{optional_out}");
+    let no_rules = dir.join("rules.json");
+    std::fs::write(&no_rules, r#"{"providers": []}"#).unwrap();
+    let no_rules_out = stdout(&gatehouse(&["check", "auth", no_rules.to_str().unwrap()]));
+    assert!(
+        no_rules_out.contains(": .: missing field `rules`"),
+        "{no_rules_out}"
+    );
+    assert!(
+        !no_rules_out.contains("rules: is required"),
+        "named once: {no_rules_out}"
+    );
     let missing = gatehouse(&["check", "auth", "no/such/file.json"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(stdout(&missing).contains("cannot read"));

@@ -82,6 +82,7 @@ fn the_shipped_demo_end_to_end() {
     let admin = format!("Bearer {}", token("demo-admin"));
     // Every request from this address counts in the edge limit.
     let mut sent = 0u32;
+    let first_request = std::time::Instant::now();
 
     // HTTPS through the whole chain to the mutual-TLS backend. The first request
     // may wait for the provider's keys (discovery at start).
@@ -168,10 +169,17 @@ fn the_shipped_demo_end_to_end() {
     assert_eq!(edge.status, 429, "{}", edge.body);
     assert_eq!(edge.header("x-ratelimit-limit"), Some("500"));
     assert_eq!(edge.json().unwrap()["limit"], "per-address");
-    assert!(
-        pro <= 500 - 65 && pro >= 500 - sent,
-        "{pro} pro requests after {sent} others in the window"
-    );
+    // While every request of the test is inside the 10 s window, the address's
+    // 500 are exact; on a machine slow enough for the first ones to have left
+    // it, more pro requests fit, never more than after the free key's 65.
+    if first_request.elapsed() < Duration::from_secs(9) {
+        assert_eq!(pro, 500 - sent, "{pro} pro requests after {sent} others");
+    } else {
+        assert!(
+            pro <= 500 - 65 && pro >= 500 - sent,
+            "{pro} pro requests after {sent} others in the window"
+        );
+    }
 
     // The refusal is in the audit log the demo writes.
     let id = edge.header("x-correlation-id").unwrap().to_string();

@@ -1203,7 +1203,12 @@ fn the_breaker_opens_on_the_failure_rate_only_past_its_threshold_and_minimum() {
     );
 
     // 5 of 11 is over 40%. The rate is checked on the tick.
-    std::thread::sleep(TICK_GRACE);
+    let opened = counter("orders", "orders-v2", "breaker_opened");
+    let open = wait_for(Duration::from_secs(5), || {
+        (scene.gateway.metric(&opened).ok()? >= 1.0).then_some(())
+    });
+    assert!(open.is_some(), "{opened}");
+    std::thread::sleep(TICK_GRACE); // every worker has looked at the shared state
     let before = scene.v2.requests();
     for _ in 0..5 {
         assert_breaker_answer(&connection.get(ORDERS, &[]).unwrap());
@@ -1213,7 +1218,6 @@ fn the_breaker_opens_on_the_failure_rate_only_past_its_threshold_and_minimum() {
         before,
         "open: the backend is left alone"
     );
-    let opened = counter("orders", "orders-v2", "breaker_opened");
     assert_eq!(scene.gateway.settled_metric(&opened, 1.0).unwrap(), 1.0);
 }
 

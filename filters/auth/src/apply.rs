@@ -4,7 +4,7 @@
 use crate::state::{Lookup, VmState};
 use gatehouse_shared::attributes::{AUTH, CORRELATION_ID};
 use gatehouse_shared::auth::identity::{self, SignedRequest};
-use gatehouse_shared::auth::{decide, Denial, Identity, RequestView, Verdict};
+use gatehouse_shared::auth::{decide, Denial, Identity, KeyWait, RequestView, Verdict};
 use gatehouse_shared::path::NormalizedPath;
 use log::debug;
 use proxy_wasm::hostcalls;
@@ -26,7 +26,7 @@ pub fn decide_and_apply(
     state: &mut VmState,
     headers: &[(String, Vec<u8>)],
     now_ms: u64,
-    refetch_allowed: bool,
+    wait: KeyWait,
 ) -> Applied {
     let header = |name: &str| {
         headers
@@ -55,7 +55,7 @@ pub fn decide_and_apply(
         },
         &mut state.cache,
         now,
-        refetch_allowed,
+        wait,
     );
 
     // Allowed and shadow-denied requests go on the same way; only what is

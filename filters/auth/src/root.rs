@@ -1,14 +1,14 @@
 //! The root context: configuration, key sets fetched into shared data for every
 //! worker, and waking the requests that wait for them.
 
-use crate::apply::{decide_and_apply, respond, Applied};
+use crate::apply::{decide_and_apply, Applied};
 use crate::metrics::AuthMetrics;
 use crate::state::{attempt_key, mark_settled, SharedState, Stage, VmState};
 use crate::stream::AuthStream;
 use gatehouse_host::HostClock;
 use gatehouse_shared::auth::config::{KeySource, Remote};
 use gatehouse_shared::auth::keys::{fetch_due, jwks_location};
-use gatehouse_shared::auth::{AuthSettings, Denial, ProviderKeys};
+use gatehouse_shared::auth::{AuthSettings, KeyWait, ProviderKeys};
 use gatehouse_shared::host::Clock;
 use gatehouse_shared::jwt::{parse_jwks, MAX_JWKS_BYTES};
 use log::{error, info, warn};
@@ -249,16 +249,22 @@ impl AuthRoot {
                 continue;
             }
             let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-            let applied = decide_and_apply(&mut state.borrow_mut(), &headers, now_ms, false);
+            // Once the wait has run out, missing keys are a 503 (or, under a shadow
+            // rule, a recorded one that lets the request through).
+            let wait = if expired {
+                KeyWait::Never
+            } else {
+                KeyWait::Keys
+            };
+            let applied = decide_and_apply(&mut state.borrow_mut(), &headers, now_ms, wait);
+            if expired && state.borrow().generation(&waiter.provider).is_none() {
+                state.borrow().metrics.key_wait_timeouts.add(1);
+            }
             match applied {
                 Applied::Continue => {
                     let _ = hostcalls::resume_http_request();
                 }
                 Applied::Responded => {}
-                Applied::Wait { provider, .. } if expired => {
-                    state.borrow().metrics.key_wait_timeouts.add(1);
-                    respond(&Denial::keys_unavailable(&provider), &headers);
-                }
                 Applied::Wait { .. } => still.push(crate::state::Waiter {
                     generation: current,
                     ..waiter

@@ -1,9 +1,9 @@
 //! One request: decide at once, or wait for keys.
 
-use crate::apply::{decide_and_apply, respond, Applied};
+use crate::apply::{decide_and_apply, Applied};
 use crate::state::{SharedState, Waiter};
 use gatehouse_host::HostClock;
-use gatehouse_shared::auth::Denial;
+use gatehouse_shared::auth::KeyWait;
 use gatehouse_shared::host::Clock;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -26,22 +26,17 @@ impl HttpContext for AuthStream {
         let headers = self.get_http_request_headers_bytes();
         let now_ms = HostClock.now_millis();
         let mut state = self.state.borrow_mut();
-        match decide_and_apply(&mut state, &headers, now_ms, true) {
+        match decide_and_apply(&mut state, &headers, now_ms, KeyWait::Refetch) {
             Applied::Continue => Action::Continue,
             Applied::Responded => Action::Pause,
             // A flood of tokens during a key outage cannot pile up paused streams
             // without bound.
-            Applied::Wait { provider, .. }
-                if state.waiters.len() >= state.settings.max_waiting_requests =>
-            {
+            Applied::Wait { .. } if state.waiters.len() >= state.settings.max_waiting_requests => {
                 state.metrics.key_wait_timeouts.add(1);
-                // Decided again without a refetch: a token naming an unknown key
-                // is refused as such, and without keys the answer is the 503.
-                let applied = decide_and_apply(&mut state, &headers, now_ms, false);
-                if matches!(applied, Applied::Wait { .. }) {
-                    respond(&Denial::keys_unavailable(&provider), &headers);
-                }
-                match applied {
+                // Decided as if the wait had run out: a token naming an unknown
+                // key is refused as such, and without keys the 503 applies as the
+                // rule's mode says.
+                match decide_and_apply(&mut state, &headers, now_ms, KeyWait::Never) {
                     Applied::Continue => Action::Continue,
                     _ => Action::Pause,
                 }

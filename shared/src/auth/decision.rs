@@ -160,8 +160,21 @@ pub enum Verdict {
     /// The provider's keys are not loaded yet: wait (bounded), then decide again.
     WaitForKeys { provider: String },
     /// The token names a key the provider's set lacks: refetch once, then decide
-    /// again with `refetch_allowed = false`.
+    /// again with [`KeyWait::Keys`].
     RefetchKeys { provider: String },
+}
+
+/// What a request may still wait for, when its provider's keys fall short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyWait {
+    /// For a first key set, and for a refetch when the token names a key the set
+    /// lacks (if [`KeyLookup::may_refetch`] says one can help).
+    Refetch,
+    /// For a first key set only: a refetch already happened for it.
+    Keys,
+    /// Nothing more: the wait ran out (or is full), so a missing key set is a 503
+    /// denial, carried out or only recorded as the rule's mode says.
+    Never,
 }
 
 /// What the request shows the decision.
@@ -180,7 +193,7 @@ pub fn decide(
     keys: &dyn KeyLookup,
     cache: &mut TokenCache,
     now: i64,
-    refetch_allowed: bool,
+    wait: KeyWait,
 ) -> Verdict {
     let normalized = match normalize(request.path, false) {
         Ok(normalized) => normalized,
@@ -206,15 +219,7 @@ pub fn decide(
             )
         }
     };
-    let identity = match authenticate(
-        settings,
-        rule,
-        &credential,
-        keys,
-        cache,
-        now,
-        refetch_allowed,
-    ) {
+    let identity = match authenticate(settings, rule, &credential, keys, cache, now, wait) {
         Authenticated::Identity(identity) => identity,
         Authenticated::Denied(denial) => {
             return finish(
@@ -283,7 +288,7 @@ fn authenticate(
     keys: &dyn KeyLookup,
     cache: &mut TokenCache,
     now: i64,
-    refetch_allowed: bool,
+    wait: KeyWait,
 ) -> Authenticated {
     let accepted = |kind: &CredentialKind| {
         rule.is_none_or(|rule| rule.credentials.is_empty() || rule.credentials.contains(kind))
@@ -318,6 +323,9 @@ fn authenticate(
                 ));
             }
             let Some(current) = keys.keys(&provider.name) else {
+                if wait == KeyWait::Never {
+                    return Authenticated::Denied(Denial::keys_unavailable(&provider.name));
+                }
                 return Authenticated::Wait(Verdict::WaitForKeys {
                     provider: provider.name.clone(),
                 });
@@ -342,7 +350,7 @@ fn authenticate(
                     Authenticated::Identity(Some(identity))
                 }
                 Err(TokenError::UnknownKey)
-                    if refetch_allowed && keys.may_refetch(&provider.name) =>
+                    if wait == KeyWait::Refetch && keys.may_refetch(&provider.name) =>
                 {
                     Authenticated::Wait(Verdict::RefetchKeys {
                         provider: provider.name.clone(),

@@ -29,6 +29,10 @@ pub fn fetch_due(
     since >= provider.refresh_interval_seconds.saturating_mul(1000)
 }
 
+/// How long before a request's wait runs out a refetch must be able to start for
+/// the wait to be worth it: a tick (100 ms) and a quick answer.
+pub const REFETCH_LEAD_MS: u64 = 300;
+
 /// What a VM knows of a provider's fetches, for [`refetch_may_help`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FetchTimes {
@@ -44,9 +48,10 @@ pub struct FetchTimes {
 /// (otherwise it is refused at once as `key_unknown`). A refetch can help only a
 /// fetched set, and only while one is on its way (from this VM, or from another
 /// worker that has not settled it within the time a fetch can take) or when the
-/// cooldown since the last attempt ends within `wait_ms`, the longest a request
-/// waits for keys. Without this, every such token would hold its request for the
-/// whole wait and gain nothing: an easy way to tie up streams.
+/// cooldown since the last attempt ends at least [`REFETCH_LEAD_MS`] before
+/// `wait_ms`, the longest a request waits for keys, runs out. Without this,
+/// every such token would hold its request for the whole wait and gain nothing:
+/// an easy way to tie up streams.
 pub fn refetch_may_help(provider: &Provider, times: FetchTimes, now_ms: u64, wait_ms: u64) -> bool {
     let (remote, stages) = match &provider.source {
         KeySource::Inline => return false,
@@ -60,7 +65,10 @@ pub fn refetch_may_help(provider: &Provider, times: FetchTimes, now_ms: u64, wai
         return true;
     };
     let since = now_ms.saturating_sub(attempt);
-    if since.saturating_add(wait_ms) >= provider.refetch_cooldown_seconds.saturating_mul(1000) {
+    // The refetch starts on the first tick after the cooldown and must leave time
+    // to answer before the wait runs out.
+    let cooldown = provider.refetch_cooldown_seconds.saturating_mul(1000);
+    if since.saturating_add(wait_ms) >= cooldown.saturating_add(REFETCH_LEAD_MS) {
         return true;
     }
     let unsettled = times.settled_ms.is_none_or(|settled| settled < attempt);
@@ -154,9 +162,9 @@ mod tests {
         assert!(!helps(&jwks, attempted, start + 1000), "timed out");
         assert!(!helps(&jwks, settled, start + 50), "settled, in cooldown");
         assert!(helps(&jwks, here, start + 50), "in flight here");
-        assert!(!helps(&jwks, settled, start + 27_999));
+        assert!(!helps(&jwks, settled, start + 28_299));
         assert!(
-            helps(&jwks, settled, start + 28_000),
+            helps(&jwks, settled, start + 28_300),
             "cooldown ends within the wait"
         );
         assert!(helps(&jwks, settled, start + 30_000), "cooldown over");

@@ -12,4 +12,6 @@ mod tests;
 
 pub use cache::TokenCache;
 pub use config::AuthSettings;
-pub use decision::{decide, Denial, Identity, KeyLookup, ProviderKeys, RequestView, Verdict};
+pub use decision::{
+    decide, Denial, Identity, KeyLookup, KeyWait, ProviderKeys, RequestView, Verdict,
+};

@@ -2,7 +2,7 @@
 
 use super::cache::TokenCache;
 use super::config::{AuthSettings, CredentialKind};
-use super::decision::{decide, KeyLookup, ProviderKeys, RequestView, Verdict};
+use super::decision::{decide, KeyLookup, KeyWait, ProviderKeys, RequestView, Verdict};
 use crate::jwt::{parse_jwks, KeySet};
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -106,6 +106,22 @@ impl Fixture {
         keys: &dyn KeyLookup,
         refetch: bool,
     ) -> Verdict {
+        let wait = if refetch {
+            KeyWait::Refetch
+        } else {
+            KeyWait::Keys
+        };
+        self.decide_waiting(method, path, headers, keys, wait)
+    }
+
+    fn decide_waiting(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        keys: &dyn KeyLookup,
+        wait: KeyWait,
+    ) -> Verdict {
         let headers: Vec<(String, Vec<u8>)> = headers
             .iter()
             .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
@@ -121,7 +137,7 @@ impl Fixture {
             keys,
             &mut TokenCache::new(16),
             self.now,
-            refetch,
+            wait,
         )
     }
 
@@ -451,6 +467,29 @@ fn unknown_kids_are_refused_at_once_when_no_refetch_can_help() {
 }
 
 #[test]
+fn when_the_wait_for_keys_is_over_the_503_follows_the_rules_mode() {
+    let fixture = fixture(Value::Null);
+    let user = format!("Bearer {}", fixture.token("user"));
+    let verdict = fixture.decide_waiting(
+        "GET",
+        "/accounts/1",
+        &[("authorization", &user)],
+        &Keys(None),
+        KeyWait::Never,
+    );
+    assert_eq!(summary(&verdict), "deny:503:keys_unavailable:idp");
+    // A shadow rule lets the request through, without an identity.
+    let verdict = fixture.decide_waiting(
+        "GET",
+        "/beta/1",
+        &[("authorization", &user)],
+        &Keys(None),
+        KeyWait::Never,
+    );
+    assert_eq!(summary(&verdict), "shadow:503:keys_unavailable:idp:-");
+}
+
+#[test]
 fn cached_tokens_skip_verification_until_the_keys_change() {
     let fixture = fixture(Value::Null);
     let user = format!("Bearer {}", fixture.token("user"));
@@ -469,7 +508,7 @@ fn cached_tokens_skip_verification_until_the_keys_change() {
             &real,
             &mut cache,
             fixture.now,
-            true
+            KeyWait::Refetch
         ),
         Verdict::Allow { .. }
     ));
@@ -487,7 +526,7 @@ fn cached_tokens_skip_verification_until_the_keys_change() {
             &empty,
             &mut cache,
             fixture.now,
-            false
+            KeyWait::Keys
         ),
         Verdict::Allow { .. }
     ));
@@ -502,7 +541,7 @@ fn cached_tokens_skip_verification_until_the_keys_change() {
             &changed,
             &mut cache,
             fixture.now,
-            false
+            KeyWait::Keys
         ),
         Verdict::Deny { .. }
     ));
