@@ -489,35 +489,54 @@ fn key_set_server_failures_keep_the_last_good_keys() {
     assert_eq!(response.status, 200, "the last good keys still serve");
 }
 
-#[test]
-fn requests_wait_for_the_first_key_set_then_get_503() {
-    // A key server that never answers, bound for the whole test so that no other
-    // test can take its port.
+/// A gateway whose key server never answers (bound for the whole scene so that
+/// no other test can take its port), and a token it cannot check.
+struct Keyless {
+    gateway: Gateway,
+    accounts: EchoBackend,
+    bearer: String,
+    _silent: std::net::TcpListener,
+}
+
+fn keyless(patch: impl FnOnce(&mut Value)) -> Keyless {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let down = silent.local_addr().unwrap();
     let key = KeyPair::generate("RS256", "key-1").unwrap();
     let accounts = EchoBackend::start("accounts").unwrap();
-    let config = auth_config(
+    let mut config: Value = serde_json::from_str(&auth_config(
         "http://idp.test",
         json!({"jwks_uri": {"cluster": "idp", "path": "/jwks"}}),
-    );
+    ))
+    .unwrap();
+    patch(&mut config);
     let gateway = GatewayBuilder::new()
         .filter(FilterSpec::new("audit", paths::module("audit"), "{}"))
-        .filter(FilterSpec::new("auth", paths::module("auth"), &config))
+        .filter(FilterSpec::new(
+            "auth",
+            paths::module("auth"),
+            &config.to_string(),
+        ))
         .backend("accounts", accounts.address())
-        .cluster("idp", down)
+        .cluster("idp", silent.local_addr().unwrap())
         .start()
         .unwrap();
     let token = key
         .sign(&json!({"iss": "http://idp.test", "aud": AUDIENCE, "sub": "a", "exp": now() + 60}))
         .unwrap();
+    Keyless {
+        gateway,
+        accounts,
+        bearer: format!("Bearer {token}"),
+        _silent: silent,
+    }
+}
 
+#[test]
+fn requests_wait_for_the_first_key_set_then_get_503() {
+    let scene = keyless(|_| {});
     let started = std::time::Instant::now();
-    let response = gateway
-        .get(
-            "/accounts/1",
-            &[("authorization", &format!("Bearer {token}"))],
-        )
+    let response = scene
+        .gateway
+        .get("/accounts/1", &[("authorization", &scene.bearer)])
         .unwrap();
     assert_eq!(response.status, 503, "{response:?}");
     assert!(response.header("retry-after").is_some());
@@ -525,9 +544,9 @@ fn requests_wait_for_the_first_key_set_then_get_503() {
         started.elapsed() >= Duration::from_millis(1000),
         "it waited for keys first"
     );
-    assert_eq!(accounts.requests(), 0);
+    assert_eq!(scene.accounts.requests(), 0);
     // Routes that need no key set are not held up.
-    let public = gateway.get("/public/x", &[]).unwrap();
+    let public = scene.gateway.get("/public/x", &[]).unwrap();
     assert_eq!(
         public.status, 404,
         "no public backend here, but the filter let it pass"
@@ -536,40 +555,15 @@ fn requests_wait_for_the_first_key_set_then_get_503() {
 
 #[test]
 fn requests_held_for_keys_are_capped_per_worker() {
-    // A key server that never answers, bound for the whole test so that no other
-    // test can take its port.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let down = silent.local_addr().unwrap();
-    let key = KeyPair::generate("RS256", "key-1").unwrap();
-    let accounts = EchoBackend::start("accounts").unwrap();
-    let mut config: Value = serde_json::from_str(&auth_config(
-        "http://idp.test",
-        json!({"jwks_uri": {"cluster": "idp", "path": "/jwks"}}),
-    ))
-    .unwrap();
-    config["max_waiting_requests"] = json!(2);
-    let gateway = GatewayBuilder::new()
-        .filter(FilterSpec::new(
-            "auth",
-            paths::module("auth"),
-            &config.to_string(),
-        ))
-        .backend("accounts", accounts.address())
-        .cluster("idp", down)
-        .start()
-        .unwrap();
-    let token = key
-        .sign(&json!({"iss": "http://idp.test", "aud": AUDIENCE, "sub": "a", "exp": now() + 60}))
-        .unwrap();
-    let bearer = format!("Bearer {token}");
-
+    let scene = keyless(|config| config["max_waiting_requests"] = json!(2));
     let answers: Vec<(u16, Duration)> = std::thread::scope(|scope| {
         let calls: Vec<_> = (0..12)
             .map(|_| {
                 scope.spawn(|| {
                     let started = std::time::Instant::now();
-                    let response = gateway
-                        .get("/accounts/1", &[("authorization", &bearer)])
+                    let response = scene
+                        .gateway
+                        .get("/accounts/1", &[("authorization", &scene.bearer)])
                         .unwrap();
                     (response.status, started.elapsed())
                 })
@@ -589,44 +583,22 @@ fn requests_held_for_keys_are_capped_per_worker() {
         (1..=4).contains(&held),
         "at most two held per worker (two workers), the rest answered at once: {answers:?}"
     );
-    assert_eq!(accounts.requests(), 0);
+    assert_eq!(scene.accounts.requests(), 0);
 }
 
 #[test]
 fn under_a_shadow_rule_a_request_that_cannot_get_keys_passes_unidentified() {
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let key = KeyPair::generate("RS256", "key-1").unwrap();
-    let accounts = EchoBackend::start("accounts").unwrap();
-    let mut config: Value = serde_json::from_str(&auth_config(
-        "http://idp.test",
-        json!({"jwks_uri": {"cluster": "idp", "path": "/jwks"}}),
-    ))
-    .unwrap();
-    config["mode"] = json!("shadow");
-    for rule in config["rules"].as_array_mut().unwrap() {
-        rule["mode"] = json!("shadow");
-    }
-    let gateway = GatewayBuilder::new()
-        .filter(FilterSpec::new("audit", paths::module("audit"), "{}"))
-        .filter(FilterSpec::new(
-            "auth",
-            paths::module("auth"),
-            &config.to_string(),
-        ))
-        .backend("accounts", accounts.address())
-        .cluster("idp", silent.local_addr().unwrap())
-        .start()
-        .unwrap();
-    let token = key
-        .sign(&json!({"iss": "http://idp.test", "aud": AUDIENCE, "sub": "a", "exp": now() + 60}))
-        .unwrap();
-    let response = gateway
+    let scene = keyless(|config| {
+        config["mode"] = json!("shadow");
+        for rule in config["rules"].as_array_mut().unwrap() {
+            rule["mode"] = json!("shadow");
+        }
+    });
+    let response = scene
+        .gateway
         .get(
             "/accounts/1",
-            &[
-                ("authorization", &format!("Bearer {token}")),
-                ("x-user-id", "root"),
-            ],
+            &[("authorization", &scene.bearer), ("x-user-id", "root")],
         )
         .unwrap();
     assert_eq!(response.status, 200, "shadow lets it through: {response:?}");
@@ -634,7 +606,8 @@ fn under_a_shadow_rule_a_request_that_cannot_get_keys_passes_unidentified() {
         backend_headers(&response).get("x-user-id").is_none(),
         "no identity without a verified token"
     );
-    let record = &gateway.records_for(response.header("x-correlation-id").unwrap(), 1)[0];
+    let id = response.header("x-correlation-id").unwrap();
+    let record = &scene.gateway.records_for(id, 1)[0];
     assert_eq!(record["auth_result"], "shadow_denied", "{record}");
     assert_eq!(
         record["auth_reason"], "keys_unavailable:test-idp",
