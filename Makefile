@@ -112,6 +112,12 @@ configs: cli istio python-helpers
 	  name=$$(basename $$config .json); $(CLI) check $${name%%-*} $$config; \
 	done
 	$(VENV)/bin/python tests/helpers/check_istio.py --cli $(CLI) envoy-config/istio/*.yaml
+	# Filter configurations written inline in Envoy bootstraps (the benchmarks').
+	$(VENV)/bin/python tests/helpers/check_envoy_configs.py --cli $(CLI) bench/envoy/*.yaml
+	if out=$$($(VENV)/bin/python tests/helpers/check_envoy_configs.py --cli $(CLI) tests/data/envoy/bad/weights.yaml); then \
+	  echo "tests/data/envoy/bad/weights.yaml was accepted"; exit 1; fi; \
+	grep -qF "weights must sum to 100, not 90" <<< "$$out" || { echo "unexpected: $$out"; exit 1; }; \
+	echo "refused as expected: tests/data/envoy/bad/weights.yaml"
 	$(VENV)/bin/python tests/helpers/check_istio.py --cli $(CLI) --digests dist/oci dist/istio/*.yaml
 	# The Compose file runs the official Envoy image on a bootstrap validated above.
 	$(VENV)/bin/python -c 'import os, sys, yaml; gateway = yaml.safe_load(open("envoy-config/compose.yaml"))["services"]["gateway"]; \
