@@ -87,20 +87,14 @@ fn walk(
         }
         return;
     }
-    if let Some(types) = rules.get("type") {
-        let names: Vec<&str> = match types {
-            Value::String(name) => vec![name.as_str()],
-            Value::Array(names) => names.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
-        if !names.is_empty() && !names.iter().any(|name| has_type(value, name)) {
-            push(
-                found,
-                path,
-                format!("expected {}, found {}", names.join(" or "), kind_of(value)),
-            );
-            return;
-        }
+    if !admits_type(schema, value) {
+        let names = type_names(schema);
+        push(
+            found,
+            path,
+            format!("expected {}, found {}", names.join(" or "), kind_of(value)),
+        );
+        return;
     }
     if let Some(Value::Array(allowed)) = rules.get("enum") {
         if !allowed.contains(value) {
@@ -141,18 +135,12 @@ fn walk(
         Value::Array(items) => {
             if let Some(least) = rules.get("minItems").and_then(Value::as_u64) {
                 if (items.len() as u64) < least {
-                    found.push(Problem {
-                        path: shown(path),
-                        message: format!("needs at least {least} entries"),
-                    });
+                    push(found, path, format!("needs at least {least} entries"));
                 }
             }
             if let Some(most) = rules.get("maxItems").and_then(Value::as_u64) {
                 if items.len() as u64 > most {
-                    found.push(Problem {
-                        path: shown(path),
-                        message: format!("takes at most {most} entries"),
-                    });
+                    push(found, path, format!("takes at most {most} entries"));
                 }
             }
             if let Some(item) = rules.get("items") {
@@ -240,7 +228,7 @@ fn alternatives(
         if branch_found.is_empty() {
             return;
         }
-        let wrong_type = !admits_type(root, branch, value);
+        let wrong_type = !admits_type(deref(root, branch), value);
         let closer = best.as_ref().is_none_or(|(best_wrong, best_found)| {
             (wrong_type, branch_found.len()) < (*best_wrong, best_found.len())
         });
@@ -254,10 +242,7 @@ fn alternatives(
         .filter_map(|branch| branch.get("const").cloned())
         .collect();
     if !constants.is_empty() && constants.len() == branches.len() {
-        found.push(Problem {
-            path: shown(path),
-            message: format!("must be one of {}", list(&constants)),
-        });
+        push(found, path, format!("must be one of {}", list(&constants)));
     } else if let Some(best) = best {
         found.extend(best);
     }
@@ -275,11 +260,7 @@ fn tagged_union(
 ) -> Option<Vec<Problem>> {
     let members = value.as_object()?;
     let tag_of = |branch: &Value| -> Option<(String, Value)> {
-        let branch = match branch.get("$ref").and_then(Value::as_str) {
-            Some(reference) => resolve(root, reference)?,
-            None => branch,
-        };
-        branch
+        deref(root, branch)
             .get("properties")?
             .as_object()?
             .iter()
@@ -310,24 +291,28 @@ fn tagged_union(
     }
 }
 
-/// Whether a branch's own `type` (through a `$ref`) admits the value's type; a
-/// branch without one admits any.
-fn admits_type(root: &Value, branch: &Value, value: &Value) -> bool {
-    let branch = match branch.get("$ref").and_then(Value::as_str) {
-        Some(reference) => match resolve(root, reference) {
-            Some(target) => target,
-            None => return true,
-        },
-        None => branch,
-    };
-    match branch.get("type") {
-        Some(Value::String(name)) => has_type(value, name),
-        Some(Value::Array(names)) => names
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|name| has_type(value, name)),
-        _ => true,
+/// The type names a schema's `type` allows (none: any).
+fn type_names(schema: &Value) -> Vec<&str> {
+    match schema.get("type") {
+        Some(Value::String(name)) => vec![name.as_str()],
+        Some(Value::Array(names)) => names.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
     }
+}
+
+/// Whether a schema's own `type` admits the value's type; one without admits any.
+fn admits_type(schema: &Value, value: &Value) -> bool {
+    let names = type_names(schema);
+    names.is_empty() || names.iter().any(|name| has_type(value, name))
+}
+
+/// A branch, or what its `$ref` points at (itself when the reference is dangling).
+fn deref<'a>(root: &'a Value, branch: &'a Value) -> &'a Value {
+    branch
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|reference| resolve(root, reference))
+        .unwrap_or(branch)
 }
 
 fn push(found: &mut Vec<Problem>, path: &str, message: String) {

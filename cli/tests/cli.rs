@@ -309,15 +309,18 @@ fn oci_layouts_carry_the_module_with_the_right_media_types_and_digests() {
     // The smallest valid module: magic and version.
     std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
     let layout = dir.join("layout");
-    let output = gatehouse(&[
-        "oci",
-        module.to_str().unwrap(),
-        layout.to_str().unwrap(),
-        "--name",
-        "gatehouse-test",
-        "--tag",
-        "9.9.9",
-    ]);
+    let pack = |into: &Path| {
+        gatehouse(&[
+            "oci",
+            module.to_str().unwrap(),
+            into.to_str().unwrap(),
+            "--name",
+            "gatehouse-test",
+            "--tag",
+            "9.9.9",
+        ])
+    };
+    let output = pack(&layout);
     assert!(
         output.status.success(),
         "{}",
@@ -408,15 +411,7 @@ fn oci_layouts_carry_the_module_with_the_right_media_types_and_digests() {
     assert_eq!(layers[0]["size"], layer.len());
     // Reproducible: the same module packed again has the same manifest digest.
     let again = dir.join("again");
-    let repacked = gatehouse(&[
-        "oci",
-        module.to_str().unwrap(),
-        again.to_str().unwrap(),
-        "--name",
-        "gatehouse-test",
-        "--tag",
-        "9.9.9",
-    ]);
+    let repacked = pack(&again);
     assert_eq!(stdout(&repacked).trim(), manifest_digest);
 
     let not_wasm = dir.join("not.wasm");

@@ -742,13 +742,18 @@ mod identity_provider {
 mod hardening {
     use super::*;
 
-    fn gateway_with(config: Value, key: &KeyPair) -> (Gateway, EchoBackend) {
-        let accounts = EchoBackend::start("accounts").unwrap();
-        let mut config = config;
+    /// `config` with one inline ES256 provider for `key`.
+    fn gateway_with(mut config: Value, key: &KeyPair) -> (Gateway, EchoBackend) {
         config["providers"] = json!([{
             "name": "inline", "issuer": "https://issuer.test", "audiences": [AUDIENCE],
             "algorithms": ["ES256"], "jwks": key.jwks,
         }]);
+        gateway_for(&config)
+    }
+
+    /// Audit, then auth with `config`, in front of an `accounts` echo backend.
+    fn gateway_for(config: &Value) -> (Gateway, EchoBackend) {
+        let accounts = EchoBackend::start("accounts").unwrap();
         let gateway = GatewayBuilder::new()
             .filter(FilterSpec::new("audit", paths::module("audit"), "{}"))
             .filter(FilterSpec::new(
@@ -1047,7 +1052,6 @@ mod hardening {
     #[test]
     fn roles_from_nested_claims_and_scopes_all_of_and_unmatched_allow() {
         let key = KeyPair::generate("ES256", "inline-1").unwrap();
-        let accounts = EchoBackend::start("accounts").unwrap();
         let provider = |name: &str, roles_claim: &str| {
             json!({"name": name, "issuer": format!("https://{name}.test"), "audiences": [AUDIENCE],
                    "algorithms": ["ES256"], "jwks": key.jwks, "roles_claim": roles_claim})
@@ -1059,16 +1063,7 @@ mod hardening {
                        "access": "roles", "roles_all": ["admin", "billing"]}],
             "unmatched": "allow",
         });
-        let gateway = GatewayBuilder::new()
-            .filter(FilterSpec::new("audit", paths::module("audit"), "{}"))
-            .filter(FilterSpec::new(
-                "auth",
-                paths::module("auth"),
-                &config.to_string(),
-            ))
-            .backend("accounts", accounts.address())
-            .start()
-            .unwrap();
+        let (gateway, _accounts) = gateway_for(&config);
         let sign = |issuer: &str, roles: Value| {
             let mut claims = json!({"iss": format!("https://{issuer}.test"), "aud": AUDIENCE,
                                     "sub": "dana", "exp": now() + 300});

@@ -1182,15 +1182,17 @@ fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
+/// An API key entry of the auth filter's configuration, kept as its hash.
+fn api_key(key: &str, consumer: &str, tier: Option<&str>) -> Value {
+    let mut entry = json!({"sha256": sha256_hex(key), "consumer": consumer});
+    if let Some(tier) = tier {
+        entry["tier"] = json!(tier);
+    }
+    entry
+}
+
 #[test]
 fn tiers_after_auth_and_an_edge_limit_before_it_with_the_same_module_twice() {
-    let api_key = |key: &str, consumer: &str, tier: Option<&str>| {
-        let mut entry = json!({"sha256": sha256_hex(key), "consumer": consumer});
-        if let Some(tier) = tier {
-            entry["tier"] = json!(tier);
-        }
-        entry
-    };
     let auth = json!({
         "api_keys": {"header": "x-api-key", "keys": [
             api_key("free-a-key", "free-a", Some("free")),
@@ -1288,10 +1290,9 @@ fn tiers_after_auth_and_an_edge_limit_before_it_with_the_same_module_twice() {
 
 #[test]
 fn the_headers_describe_the_limit_closest_to_exhaustion_across_limits_and_instances() {
-    let key = |key: &str, consumer: &str, tier: &str| json!({"sha256": sha256_hex(key), "consumer": consumer, "tier": tier});
     let auth = json!({
         "api_keys": {"header": "x-api-key", "keys": [
-            key("pro-key", "pro", "pro"), key("big-key", "big", "enterprise")]},
+            api_key("pro-key", "pro", Some("pro")), api_key("big-key", "big", Some("enterprise"))]},
         "rules": [{"name": "all", "path": {"prefix": "/"}, "access": "authenticated"}],
     });
     // Two limits in the edge instance: the address's 10 and a path's 30.

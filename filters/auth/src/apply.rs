@@ -51,7 +51,6 @@ pub fn decide_and_apply(
             settings: &settings,
             providers: &state.providers,
             now_ms,
-            wait_ms: settings.key_wait_ms,
         },
         &mut state.cache,
         now,

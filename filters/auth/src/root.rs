@@ -3,7 +3,7 @@
 
 use crate::apply::{decide_and_apply, Applied};
 use crate::metrics::AuthMetrics;
-use crate::state::{attempt_key, mark_settled, SharedState, Stage, VmState};
+use crate::state::{attempt_key, mark_settled, shared_time, SharedState, Stage, VmState};
 use crate::stream::AuthStream;
 use gatehouse_host::HostClock;
 use gatehouse_shared::auth::config::{KeySource, Remote};
@@ -152,12 +152,7 @@ fn report_key_age(state: &SharedState, now_ms: u64) {
         .providers
         .iter()
         .filter(|provider| provider.source != KeySource::Inline)
-        .filter_map(
-            |provider| match hostcalls::get_shared_data(&loaded_key(&provider.name)) {
-                Ok((Some(bytes), _)) => bytes.as_slice().try_into().ok().map(u64::from_le_bytes),
-                _ => None,
-            },
-        )
+        .filter_map(|provider| shared_time(&loaded_key(&provider.name)))
         .min();
     if let Some(loaded) = oldest {
         vm.metrics.key_age.set(now_ms.saturating_sub(loaded) / 1000);

@@ -134,8 +134,6 @@ pub struct Lookup<'a> {
     pub settings: &'a AuthSettings,
     pub providers: &'a BTreeMap<String, ProviderState>,
     pub now_ms: u64,
-    /// The longest a request waits for keys.
-    pub wait_ms: u64,
 }
 
 impl KeyLookup for Lookup<'_> {
@@ -159,6 +157,6 @@ impl KeyLookup for Lookup<'_> {
                 .get(provider)
                 .is_some_and(|state| state.in_flight.is_some()),
         };
-        refetch_may_help(settings, times, self.now_ms, self.wait_ms)
+        refetch_may_help(settings, times, self.now_ms, self.settings.key_wait_ms)
     }
 }
